@@ -1,0 +1,316 @@
+// Package config loads Gatehouse's one typed configuration.
+//
+// Values come from three layers, each overriding the one before: the
+// defaults in Default, the YAML file (configs/gatehouse.yaml, or the file
+// named by --config or GATEHOUSE_CONFIG), and the environment. Every setting
+// has an environment name made from its YAML path: http.max_body_bytes is
+// GATEHOUSE_HTTP_MAX_BODY_BYTES. The conventional DATABASE_URL, REDIS_URL and
+// PORT are read too; a GATEHOUSE_ variable wins over them.
+//
+// Load validates the result, and every error it returns is one line that
+// names the setting (or file) and what is wrong with it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultFile is the configuration file read when none is named.
+const DefaultFile = "configs/gatehouse.yaml"
+
+// Config is every setting of Gatehouse.
+type Config struct {
+	HTTP     HTTP     `yaml:"http"`
+	CORS     CORS     `yaml:"cors"`
+	Database Database `yaml:"database"`
+	Redis    Redis    `yaml:"redis"`
+	Log      Log      `yaml:"log"`
+	Health   Health   `yaml:"health"`
+}
+
+// HTTP configures the listener and the request limits.
+type HTTP struct {
+	Addr              string        `yaml:"addr"`
+	PublicURL         string        `yaml:"public_url"`
+	MaxBodyBytes      int64         `yaml:"max_body_bytes"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+	TLSCertFile       string        `yaml:"tls_cert_file"`
+	TLSKeyFile        string        `yaml:"tls_key_file"`
+	HSTSMaxAge        time.Duration `yaml:"hsts_max_age"`
+	Docs              bool          `yaml:"docs"`
+}
+
+// CORS configures which browser origins may call the API.
+type CORS struct {
+	AllowedOrigins   []string      `yaml:"allowed_origins"`
+	AllowCredentials bool          `yaml:"allow_credentials"`
+	MaxAge           time.Duration `yaml:"max_age"`
+}
+
+// Database selects and tunes the database.
+type Database struct {
+	URL             string        `yaml:"url"`
+	SQLitePath      string        `yaml:"sqlite_path"`
+	MaxOpenConns    int           `yaml:"max_open_conns"`
+	MaxIdleConns    int           `yaml:"max_idle_conns"`
+	ConnMaxLifetime time.Duration `yaml:"conn_max_lifetime"`
+	ConnMaxIdleTime time.Duration `yaml:"conn_max_idle_time"`
+	ConnectTimeout  time.Duration `yaml:"connect_timeout"`
+	AutoMigrate     bool          `yaml:"auto_migrate"`
+}
+
+// Redis selects the shared key-value store; empty URL keeps it in process.
+type Redis struct {
+	URL    string `yaml:"url"`
+	Prefix string `yaml:"prefix"`
+}
+
+// Log configures the structured logger.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Health configures the health endpoints.
+type Health struct {
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Default returns the built-in settings: the embedded default stack, a
+// SQLite file under ./data and the in-process key-value store.
+func Default() Config {
+	return Config{
+		HTTP: HTTP{
+			Addr:              ":8080",
+			PublicURL:         "http://localhost:8080",
+			MaxBodyBytes:      1 << 20,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ShutdownTimeout:   15 * time.Second,
+			HSTSMaxAge:        365 * 24 * time.Hour,
+			Docs:              true,
+		},
+		CORS: CORS{AllowedOrigins: []string{}, MaxAge: 10 * time.Minute},
+		Database: Database{
+			SQLitePath:      "./data/gatehouse.db",
+			MaxOpenConns:    20,
+			MaxIdleConns:    10,
+			ConnMaxLifetime: 30 * time.Minute,
+			ConnMaxIdleTime: 5 * time.Minute,
+			ConnectTimeout:  5 * time.Second,
+			AutoMigrate:     true,
+		},
+		Redis:  Redis{Prefix: "gatehouse:"},
+		Log:    Log{Level: "info", Format: "json"},
+		Health: Health{Timeout: 2 * time.Second},
+	}
+}
+
+// Load returns the configuration from the defaults, the file at path and
+// the environment read through getenv. An empty path means DefaultFile, which
+// may be absent; a named file must exist.
+func Load(path string, getenv func(string) string) (Config, error) {
+	cfg := Default()
+	named := path != ""
+	if !named {
+		path = DefaultFile
+	}
+	if err := loadFile(&cfg, path, named); err != nil {
+		return cfg, err
+	}
+	if err := loadEnv(&cfg, getenv); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+func loadFile(cfg *Config, path string, named bool) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !named {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", path, errors.Unwrap(err))
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	// A misspelt setting must not be silently ignored.
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && err != io.EOF {
+		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+		return fmt.Errorf("config file %s: %s", path, strings.TrimPrefix(msg, "yaml: "))
+	}
+	return nil
+}
+
+// loadEnv overlays the conventional variables, then every GATEHOUSE_ one.
+func loadEnv(cfg *Config, getenv func(string) string) error {
+	if v := getenv("DATABASE_URL"); v != "" {
+		cfg.Database.URL = v
+	}
+	if v := getenv("REDIS_URL"); v != "" {
+		cfg.Redis.URL = v
+	}
+	if v := getenv("PORT"); v != "" {
+		if p, err := strconv.Atoi(v); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("PORT: must be a port number from 1 to 65535, got %q", v)
+		}
+		cfg.HTTP.Addr = ":" + v
+	}
+	var err error
+	walk(reflect.ValueOf(cfg).Elem(), "GATEHOUSE", func(name string, field reflect.Value) {
+		v := getenv(name)
+		if v == "" || err != nil {
+			return
+		}
+		if e := setField(field, v); e != nil {
+			err = fmt.Errorf("%s: %v, got %q", name, e, v)
+		}
+	})
+	return err
+}
+
+// walk calls fn for every leaf setting with its environment name.
+func walk(v reflect.Value, prefix string, fn func(name string, field reflect.Value)) {
+	t := v.Type()
+	for i := range t.NumField() {
+		name := prefix + "_" + strings.ToUpper(t.Field(i).Tag.Get("yaml"))
+		if f := v.Field(i); f.Kind() == reflect.Struct {
+			walk(f, name, fn)
+		} else {
+			fn(name, f)
+		}
+	}
+}
+
+func setField(f reflect.Value, s string) error {
+	switch {
+	case f.Type() == reflect.TypeOf(time.Duration(0)):
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return errors.New("must be a duration such as 30s or 15m")
+		}
+		f.SetInt(int64(d))
+	case f.Kind() == reflect.String:
+		f.SetString(s)
+	case f.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("must be true or false")
+		}
+		f.SetBool(b)
+	case f.Kind() == reflect.Int || f.Kind() == reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return errors.New("must be an integer")
+		}
+		f.SetInt(n)
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+		var items []string
+		for _, it := range strings.Split(s, ",") {
+			if it = strings.TrimSpace(it); it != "" {
+				items = append(items, it)
+			}
+		}
+		f.Set(reflect.ValueOf(items))
+	default:
+		return fmt.Errorf("unsupported setting type %s", f.Type())
+	}
+	return nil
+}
+
+// Validate reports the first invalid setting, by its YAML path.
+func (c Config) Validate() error {
+	bad := func(setting, format string, args ...any) error {
+		return fmt.Errorf("%s: %s", setting, fmt.Sprintf(format, args...))
+	}
+	if _, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
+		return bad("http.addr", "must be host:port or :port, got %q", c.HTTP.Addr)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return bad("http.addr", "port must be a number from 0 to 65535, got %q", port)
+	}
+	if u, err := url.Parse(c.HTTP.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("http.public_url", "must be an absolute http or https URL, got %q", c.HTTP.PublicURL)
+	}
+	if c.HTTP.MaxBodyBytes < 1 || c.HTTP.MaxBodyBytes > 1<<30 {
+		return bad("http.max_body_bytes", "must be between 1 and 1073741824, got %d", c.HTTP.MaxBodyBytes)
+	}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"http.read_header_timeout", c.HTTP.ReadHeaderTimeout}, {"http.read_timeout", c.HTTP.ReadTimeout},
+		{"http.write_timeout", c.HTTP.WriteTimeout}, {"http.idle_timeout", c.HTTP.IdleTimeout},
+		{"http.shutdown_timeout", c.HTTP.ShutdownTimeout}, {"database.connect_timeout", c.Database.ConnectTimeout},
+		{"health.timeout", c.Health.Timeout},
+	} {
+		if d.d <= 0 {
+			return bad(d.name, "must be a positive duration, got %s", d.d)
+		}
+	}
+	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
+		return bad("http.tls_cert_file", "tls_cert_file and tls_key_file must be set together")
+	}
+	for _, o := range c.CORS.AllowedOrigins {
+		if o == "*" {
+			if c.CORS.AllowCredentials {
+				return bad("cors.allowed_origins", `"*" cannot be combined with cors.allow_credentials: list the origins`)
+			}
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return bad("cors.allowed_origins", "%q is not an origin such as https://app.example.com", o)
+		}
+	}
+	if c.Database.URL != "" {
+		u, err := url.Parse(c.Database.URL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return bad("database.url", "must be a postgres:// URL, or empty for the embedded SQLite file")
+		}
+	} else if c.Database.SQLitePath == "" {
+		return bad("database.sqlite_path", "must be set when database.url is empty")
+	}
+	if c.Database.MaxOpenConns < 1 || c.Database.MaxIdleConns < 0 || c.Database.MaxIdleConns > c.Database.MaxOpenConns {
+		return bad("database.max_open_conns", "need max_open_conns >= 1 and 0 <= max_idle_conns <= max_open_conns")
+	}
+	for _, addr := range strings.Split(c.Redis.URL, ",") {
+		addr = strings.TrimSpace(addr)
+		if addr == "" {
+			continue
+		}
+		if !strings.Contains(addr, "://") {
+			addr = "redis://" + addr
+		}
+		if u, err := url.Parse(addr); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			return bad("redis.url", "must be a redis:// or rediss:// URL, or a comma-separated list of cluster nodes")
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		return bad("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "g.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// The shipped file must state exactly the defaults, and every setting.
+func TestShippedFileMatchesDefaults(t *testing.T) {
+	path := filepath.Join("..", "..", DefaultFile)
+	got, err := Load(path, env(nil))
+	if err != nil {
+		t.Fatalf("Load(%s): %v", path, err)
+	}
+	if want := Default(); !reflect.DeepEqual(got, want) {
+		t.Errorf("%s differs from Default():\n got %+v\nwant %+v", path, got, want)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Default()
+	walk(reflect.ValueOf(&cfg).Elem(), "GATEHOUSE", func(name string, _ reflect.Value) {
+		parts := strings.Split(strings.ToLower(strings.TrimPrefix(name, "GATEHOUSE_")), "_")
+		section, ok := doc[parts[0]].(map[string]any)
+		if !ok {
+			t.Errorf("%s: section %q missing from %s", name, parts[0], path)
+			return
+		}
+		if _, ok := section[strings.Join(parts[1:], "_")]; !ok {
+			t.Errorf("%s: setting not documented in %s", name, path)
+		}
+	})
+}
+
+func TestLayers(t *testing.T) {
+	file := writeFile(t, "http:\n  addr: \":9000\"\n  max_body_bytes: 2048\nlog:\n  level: debug\n")
+	cfg, err := Load(file, env(map[string]string{
+		"GATEHOUSE_LOG_LEVEL":            "warn",
+		"DATABASE_URL":                   "postgres://u@db:5432/g",
+		"REDIS_URL":                      "redis://r:6379/0",
+		"GATEHOUSE_REDIS_URL":            "redis://other:6379/1",
+		"GATEHOUSE_CORS_ALLOWED_ORIGINS": "https://a.example.com, https://b.example.com",
+		"GATEHOUSE_HEALTH_TIMEOUT":       "750ms",
+		"GATEHOUSE_HTTP_DOCS":            "false",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"file overrides default", cfg.HTTP.MaxBodyBytes, int64(2048)},
+		{"file addr", cfg.HTTP.Addr, ":9000"},
+		{"env overrides file", cfg.Log.Level, "warn"},
+		{"DATABASE_URL", cfg.Database.URL, "postgres://u@db:5432/g"},
+		{"GATEHOUSE_ wins over REDIS_URL", cfg.Redis.URL, "redis://other:6379/1"},
+		{"list from env", cfg.CORS.AllowedOrigins, []string{"https://a.example.com", "https://b.example.com"}},
+		{"duration from env", cfg.Health.Timeout, 750 * time.Millisecond},
+		{"bool from env", cfg.HTTP.Docs, false},
+		{"default kept", cfg.Database.SQLitePath, "./data/gatehouse.db"},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	cfg, err = Load(file, env(map[string]string{"PORT": "7070"}))
+	if err != nil || cfg.HTTP.Addr != ":7070" {
+		t.Errorf("PORT=7070: addr %q, err %v", cfg.HTTP.Addr, err)
+	}
+}
+
+func TestMissingDefaultFileIsFine(t *testing.T) {
+	t.Chdir(t.TempDir())
+	cfg, err := Load("", env(nil))
+	if err != nil || !reflect.DeepEqual(cfg, Default()) {
+		t.Fatalf("no file: err %v, cfg %+v", err, cfg)
+	}
+}
+
+// Every bad value is refused with one line naming the setting.
+func TestInvalid(t *testing.T) {
+	cases := []struct {
+		name, file string
+		env        map[string]string
+		want       string
+	}{
+		{"PORT not a number", "", map[string]string{"PORT": "abc"}, `PORT: must be a port number from 1 to 65535, got "abc"`},
+		{"PORT out of range", "", map[string]string{"PORT": "70000"}, "PORT: must be a port number"},
+		{"yaml syntax", "http:\n  addr: [\n", nil, "config file"},
+		{"unknown key", "http:\n  adr: \":1\"\n", nil, "field adr not found"},
+		{"wrong type in file", "http:\n  max_body_bytes: lots\n", nil, "config file"},
+		{"bad duration in env", "", map[string]string{"GATEHOUSE_HTTP_READ_TIMEOUT": "soon"}, "GATEHOUSE_HTTP_READ_TIMEOUT: must be a duration"},
+		{"bad int in env", "", map[string]string{"GATEHOUSE_DATABASE_MAX_OPEN_CONNS": "x"}, "GATEHOUSE_DATABASE_MAX_OPEN_CONNS: must be an integer"},
+		{"bad bool in env", "", map[string]string{"GATEHOUSE_HTTP_DOCS": "maybe"}, "GATEHOUSE_HTTP_DOCS: must be true or false"},
+		{"database scheme", "", map[string]string{"DATABASE_URL": "mysql://x/y"}, "database.url: must be a postgres:// URL"},
+		{"redis scheme", "", map[string]string{"REDIS_URL": "http://x"}, "redis.url:"},
+		{"cors wildcard with credentials", "cors:\n  allowed_origins: [\"*\"]\n  allow_credentials: true\n", nil, "cors.allowed_origins: \"*\" cannot be combined"},
+		{"cors origin with path", "cors:\n  allowed_origins: [\"https://a.example.com/app\"]\n", nil, "cors.allowed_origins:"},
+		{"zero body limit", "http:\n  max_body_bytes: 0\n", nil, "http.max_body_bytes:"},
+		{"negative timeout", "http:\n  shutdown_timeout: -1s\n", nil, "http.shutdown_timeout: must be a positive duration"},
+		{"tls half set", "http:\n  tls_cert_file: c.pem\n", nil, "http.tls_cert_file:"},
+		{"log level", "", map[string]string{"GATEHOUSE_LOG_LEVEL": "loud"}, "log.level:"},
+		{"public url", "", map[string]string{"GATEHOUSE_HTTP_PUBLIC_URL": "localhost"}, "http.public_url:"},
+		{"addr", "", map[string]string{"GATEHOUSE_HTTP_ADDR": "8080"}, "http.addr:"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := writeFile(t, c.file)
+			_, err := Load(path, env(c.env))
+			if err == nil {
+				t.Fatalf("want error containing %q, got nil", c.want)
+			}
+			if msg := err.Error(); !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line containing %q", msg, c.want)
+			}
+		})
+	}
+}
+
+func TestNamedFileMustExist(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("missing named file: err %v", err)
+	}
+}

@@ -1,0 +1,172 @@
+package httpx
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"gatehouse/platform/config"
+)
+
+// A Slot builds the middleware one step of the chain puts in front of a
+// route, or returns nil when that step has nothing to do for the route. Slots
+// run once, at mount time, so a route pays only for the steps it uses.
+type Slot func(Route) echo.MiddlewareFunc
+
+// Slots are the route-level steps of the chain, in the order they run.
+// Later capabilities fill them; an empty slot is skipped.
+type Slots struct {
+	Metrics      Slot
+	IPLimit      Slot
+	Authenticate Slot
+	Tenant       Slot
+	UserLimit    Slot
+	Authorize    Slot
+	Audit        Slot
+}
+
+// Options configure a Server.
+type Options struct {
+	Logger       *slog.Logger
+	PublicURL    string
+	MaxBodyBytes int64
+	HSTSMaxAge   time.Duration
+	CORS         config.CORS
+	Slots        Slots
+}
+
+// Server is the Echo instance with Gatehouse's chain and error handler.
+type Server struct {
+	echo   *echo.Echo
+	log    *slog.Logger
+	logh   slog.Handler // the access log writes to the handler directly
+	opts   Options
+	routes []Route
+	// hsts is the Strict-Transport-Security value (nil: never sent). It
+	// goes on TLS responses, and on all of them when the public URL is
+	// https, since TLS then ends at a proxy in front.
+	hsts        []string
+	httpsPublic bool
+}
+
+// New returns a Server with the global steps of the chain installed:
+// request id, access log, panic recovery, security headers, then CORS. The
+// access log wraps recovery so that a panicking request is logged with the
+// 500 it was answered with.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{echo: echo.New(), log: opts.Logger, logh: opts.Logger.Handler(), opts: opts,
+		httpsPublic: strings.HasPrefix(opts.PublicURL, "https://")}
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	// Echo's default trusts X-Forwarded-For from anyone; the client-IP
+	// step (trusted proxies) replaces this with a checked extractor.
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.HTTPErrorHandler = s.handleError
+	if opts.HSTSMaxAge > 0 {
+		s.hsts = []string{"max-age=" + strconv.Itoa(int(opts.HSTSMaxAge.Seconds())) + "; includeSubDomains"}
+	}
+	e.Use(s.front)
+	if c := opts.CORS; len(c.AllowedOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:     c.AllowedOrigins,
+			AllowCredentials: c.AllowCredentials,
+			AllowMethods:     []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+			AllowHeaders:     []string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID, "X-Tenant-ID"},
+			ExposeHeaders:    []string{echo.HeaderXRequestID, "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"},
+			MaxAge:           int(c.MaxAge.Seconds()),
+		}))
+	}
+	return s
+}
+
+// ServeHTTP serves a request through the chain.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// Echo returns the underlying Echo instance, for the client-IP extractor.
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
+// Routes returns every mounted route, in mount order.
+func (s *Server) Routes() []Route { return s.routes }
+
+// Mount checks each route and serves it behind the route-level steps of the
+// chain: body limit, then the slots in order. A route that needs identity
+// cannot be mounted while the authenticate slot is empty.
+func (s *Server) Mount(routes ...Route) error {
+	for _, r := range routes {
+		if err := r.check(); err != nil {
+			return err
+		}
+		if !r.Auth.IsPublic() && s.opts.Slots.Authenticate == nil {
+			return fmt.Errorf("route %s %s needs authentication but no authenticator is configured", r.Method, r.Path)
+		}
+		for _, m := range s.routes {
+			if m.Method == r.Method && m.Path == r.Path {
+				return fmt.Errorf("route %s %s is declared twice", r.Method, r.Path)
+			}
+		}
+		limit := r.MaxBodyBytes
+		if limit == 0 {
+			limit = s.opts.MaxBodyBytes
+		}
+		sl := s.opts.Slots
+		mws := []echo.MiddlewareFunc{bodyLimit(limit)}
+		steps := []struct {
+			slot     Slot
+			identity bool // skipped by public routes
+		}{
+			{sl.Metrics, false}, {sl.IPLimit, false}, {sl.Authenticate, true}, {sl.Tenant, true},
+			{sl.UserLimit, true}, {sl.Authorize, true}, {sl.Audit, false},
+		}
+		for _, st := range steps {
+			if st.slot == nil || (st.identity && r.Auth.IsPublic()) {
+				continue
+			}
+			if mw := st.slot(r); mw != nil {
+				mws = append(mws, mw)
+			}
+		}
+		// Composed once here: Echo's own route middleware would rebuild
+		// the closures on every request.
+		h := r.Handle
+		for i := len(mws) - 1; i >= 0; i-- {
+			h = mws[i](h)
+		}
+		s.echo.Add(r.Method, r.echoPath(), h)
+		s.routes = append(s.routes, r)
+	}
+	return nil
+}
+
+// bodyLimit refuses bodies over n bytes: at once when Content-Length says so,
+// else when reading passes the limit (Bind answers 413 then).
+func bodyLimit(n int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			if r.ContentLength > n {
+				return errBodyTooLarge
+			}
+			if r.Body != nil && r.Body != http.NoBody {
+				r.Body = http.MaxBytesReader(c.Response(), r.Body, n)
+			}
+			return next(c)
+		}
+	}
+}
+
+// truncate bounds attacker-controlled strings before they reach a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
