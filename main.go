@@ -1,0 +1,262 @@
+// Command gatehouse is the front door of a multi-tenant SaaS: sign-in,
+// sessions, authorization, rate limits and an API gateway in one binary.
+//
+// Usage:
+//
+//	gatehouse [--config FILE] [serve]         serve HTTP (the default)
+//	gatehouse [--config FILE] migrate up      apply pending migrations
+//	gatehouse [--config FILE] migrate status  list applied and pending migrations
+//	gatehouse version                         print the version
+//
+// Settings come from configs/gatehouse.yaml (or --config, or
+// GATEHOUSE_CONFIG) and the environment; see that file.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"gatehouse/platform/config"
+	"gatehouse/platform/db"
+	"gatehouse/platform/httpx"
+	"gatehouse/platform/kv"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usage = `usage: gatehouse [--config FILE] [command]
+
+commands:
+  serve            serve HTTP (the default)
+  migrate up       apply pending database migrations
+  migrate status   list applied and pending migrations
+  version          print the version
+
+The configuration file defaults to configs/gatehouse.yaml (or GATEHOUSE_CONFIG);
+every setting can also be set in the environment (see that file).
+`
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// errUsage marks a command line that makes no sense: exit status 2.
+var errUsage = errors.New("usage")
+
+// run is the whole program; it returns the exit status. Tests call it with
+// extra routes (a slow one, for the shutdown test); the binary never does.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, extra ...httpx.Route) int {
+	err := dispatch(ctx, args, getenv, stdout, stderr, extra)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprint(stderr, usage)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "gatehouse: %v\n", err)
+		return 1
+	}
+}
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, extra []httpx.Route) error {
+	fset := flag.NewFlagSet("gatehouse", flag.ContinueOnError)
+	fset.SetOutput(io.Discard) // run prints the one usage text
+	configPath := fset.String("config", getenv("GATEHOUSE_CONFIG"), "configuration file")
+	// Flags may stand before or after the command: parse both places.
+	var cmd []string
+	for rest := args; ; {
+		if err := fset.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return errUsage
+			}
+			fmt.Fprintf(stderr, "gatehouse: %v\n", err)
+			return errUsage
+		}
+		if fset.NArg() == 0 {
+			break
+		}
+		cmd, rest = append(cmd, fset.Arg(0)), fset.Args()[1:]
+	}
+	if len(cmd) == 0 {
+		cmd = []string{"serve"}
+	}
+	switch {
+	case len(cmd) == 1 && cmd[0] == "version":
+		fmt.Fprintln(stdout, versionLine())
+		return nil
+	case len(cmd) == 1 && cmd[0] == "serve":
+		cfg, err := config.Load(*configPath, getenv)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, stdout, extra)
+	case len(cmd) == 2 && cmd[0] == "migrate" && (cmd[1] == "up" || cmd[1] == "status"):
+		cfg, err := config.Load(*configPath, getenv)
+		if err != nil {
+			return err
+		}
+		return migrate(ctx, cfg, cmd[1], stdout)
+	}
+	fmt.Fprintf(stderr, "gatehouse: unknown command %q\n", cmd)
+	return errUsage
+}
+
+func versionLine() string {
+	v := "gatehouse " + version + " " + runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				v += " " + s.Value
+			}
+		}
+	}
+	return v
+}
+
+func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// openDB opens the database, naming the setting at fault if it cannot.
+func openDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*db.DB, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Database.ConnectTimeout)
+	defer cancel()
+	d := cfg.Database
+	conn, err := db.Open(ctx, db.Config{URL: d.URL, SQLitePath: d.SQLitePath, MaxOpenConns: d.MaxOpenConns,
+		MaxIdleConns: d.MaxIdleConns, ConnMaxLifetime: d.ConnMaxLifetime, ConnMaxIdleTime: d.ConnMaxIdleTime}, log)
+	if err != nil {
+		if d.URL != "" {
+			return nil, fmt.Errorf("database.url: %w", err)
+		}
+		return nil, fmt.Errorf("database.sqlite_path: %w", err)
+	}
+	return conn, nil
+}
+
+func migrate(ctx context.Context, cfg config.Config, action string, stdout io.Writer) error {
+	log := newLogger(cfg.Log, stdout)
+	conn, err := openDB(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if action == "up" {
+		if err := conn.Migrate(ctx); err != nil {
+			return fmt.Errorf("migrate up: %w", err)
+		}
+	}
+	st, err := conn.MigrationStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate status: %w", err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "VERSION\tNAME\tSTATE\tAPPLIED AT\n")
+	for _, m := range st {
+		state, at := "pending", "-"
+		if m.Applied {
+			state, at = "applied", m.AppliedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%05d\t%s\t%s\t%s\n", m.Version, m.Name, state, at)
+	}
+	return tw.Flush()
+}
+
+// serve runs the server until ctx ends or SIGINT/SIGTERM arrives, then
+// shuts down in order: stop accepting, let in-flight requests finish
+// (bounded by http.shutdown_timeout), then close the key-value store and the
+// database, which in-flight requests may still have been using.
+func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []httpx.Route) error {
+	log := newLogger(cfg.Log, logOut)
+	started := time.Now()
+	conn, err := openDB(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if cfg.Database.AutoMigrate {
+		if err := conn.Migrate(ctx); err != nil {
+			return fmt.Errorf("database: migrate: %w", err)
+		}
+	}
+	kvCtx, cancel := context.WithTimeout(ctx, cfg.Database.ConnectTimeout)
+	store, err := kv.Open(kvCtx, cfg.Redis.URL, cfg.Redis.Prefix)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", err)
+	}
+	defer store.Close()
+
+	app, err := newApp(cfg, log, conn, store, extra...)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http.addr: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           app,
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		ReadTimeout:       cfg.HTTP.ReadTimeout,
+		WriteTimeout:      cfg.HTTP.WriteTimeout,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() {
+		if cfg.HTTP.TLSCertFile != "" {
+			served <- srv.ServeTLS(ln, cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile)
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
+	log.Info("listening", "addr", ln.Addr().String(), "database", conn.Dialect(), "kv", kvBackend(cfg),
+		"tls", cfg.HTTP.TLSCertFile != "", "version", version, "startup", time.Since(started))
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	stop() // a second signal now kills at once
+	log.Info("shutting down", "timeout", cfg.HTTP.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+		return fmt.Errorf("shutdown: in-flight requests did not finish within http.shutdown_timeout (%s)", cfg.HTTP.ShutdownTimeout)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func kvBackend(cfg config.Config) string {
+	if cfg.Redis.URL == "" {
+		return "memory"
+	}
+	return "redis"
+}
