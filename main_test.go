@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"gatehouse/platform/config"
 	"gatehouse/platform/httpx"
 	"gatehouse/platform/testenv"
 )
@@ -83,6 +86,11 @@ func TestGracefulShutdown(t *testing.T) {
 
 	if res, err := http.Get(base + "/health"); err != nil || res.StatusCode != 200 {
 		t.Fatalf("health before shutdown: %v %v", res, err)
+	}
+	// The HEALTHCHECK command finds the server by its configured port.
+	_, port, _ := strings.Cut(strings.TrimPrefix(base, "http://"), ":")
+	if code, out, errOut := runCmd(t, map[string]string{"PORT": port}, "health"); code != 0 || out != "ok\n" {
+		t.Errorf("gatehouse health: %d %q %q", code, out, errOut)
 	}
 	type result struct {
 		status int
@@ -152,6 +160,7 @@ func TestCommandLine(t *testing.T) {
 		{"version", nil, []string{"version"}, 0, "gatehouse dev go1", ""},
 		{"unknown command", nil, []string{"frobnicate"}, 2, "", "usage: gatehouse"},
 		{"unknown flag", nil, []string{"--frob"}, 2, "", "flag provided but not defined: -frob"},
+		{"health with no server", map[string]string{"PORT": "1"}, []string{"health"}, 1, "", "gatehouse: health: "},
 		{"migrate without action", nil, []string{"migrate"}, 2, "", "usage: gatehouse"},
 		{"migrate bad action", nil, []string{"migrate", "down"}, 2, "", "usage: gatehouse"},
 		{"PORT=abc", map[string]string{"PORT": "abc"}, []string{"serve"}, 1, "", `gatehouse: PORT: must be a port number from 1 to 65535, got "abc"` + "\n"},
@@ -186,5 +195,47 @@ func TestMigratePostgres(t *testing.T) {
 	}
 	if code, out, errOut := runCmd(t, env, "migrate", "up"); code != 0 || !strings.Contains(out, "applied") || strings.Contains(out, "pending") {
 		t.Fatalf("up: %d %s %s", code, out, errOut)
+	}
+}
+
+// The README's configuration table lists every setting under its
+// environment name, so the docs cannot fall behind the code.
+func TestReadmeListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped, err := os.ReadFile(filepath.Join("configs", "gatehouse.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(shipped), "\n") {
+		// Top-level sections have no indent; settings have two spaces.
+		if strings.HasPrefix(line, "  ") && !strings.HasPrefix(strings.TrimSpace(line), "#") && strings.Contains(line, ":") {
+			n++
+		}
+	}
+	names := regexp.MustCompile("`(GATEHOUSE_[A-Z_]+)`").FindAllString(string(readme), -1)
+	if len(names) < n {
+		t.Errorf("README names %d GATEHOUSE_ variables, configs/gatehouse.yaml has %d settings", len(names), n)
+	}
+	var cfg config.Config
+	walkEnv(reflect.ValueOf(&cfg).Elem(), "GATEHOUSE", func(name string) {
+		if !strings.Contains(string(readme), "`"+name+"`") {
+			t.Errorf("README does not document %s", name)
+		}
+	})
+}
+
+// walkEnv calls fn with every setting's environment name.
+func walkEnv(v reflect.Value, prefix string, fn func(string)) {
+	for i := range v.NumField() {
+		name := prefix + "_" + strings.ToUpper(v.Type().Field(i).Tag.Get("yaml"))
+		if v.Field(i).Kind() == reflect.Struct {
+			walkEnv(v.Field(i), name, fn)
+		} else {
+			fn(name)
+		}
 	}
 }

@@ -1,0 +1,577 @@
+package kv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"gatehouse/platform/testenv"
+)
+
+// opener returns a store whose keys and channels carry prefix. Two calls with
+// the same prefix return stores that share data and messages, as two
+// instances of a deployment do. The store is closed when t ends.
+type opener func(t *testing.T, prefix string) Store
+
+func TestMemory(t *testing.T) {
+	t.Parallel()
+	// A Memory shares nothing with another Memory, so "two instances with
+	// the same prefix" can only be the same Memory; a different prefix
+	// gets a different one.
+	var mu sync.Mutex
+	stores := make(map[string]*Memory)
+	runContract(t, func(t *testing.T, prefix string) Store {
+		mu.Lock()
+		defer mu.Unlock()
+		m, ok := stores[prefix]
+		if !ok {
+			m = NewMemory()
+			stores[prefix] = m
+			t.Cleanup(func() { m.Close() })
+		}
+		return m
+	})
+}
+
+func TestRedis(t *testing.T) {
+	url := testenv.Need(t, testenv.EnvRedis)
+	t.Parallel()
+	open := redisOpener(t, url)
+	if _, ok := open(t, newPrefix()).(*Redis).Client().(*redis.Client); !ok {
+		t.Fatalf("%s: want a single-node client", testenv.EnvRedis)
+	}
+	runContract(t, open)
+}
+
+func TestRedisCluster(t *testing.T) {
+	url := testenv.Need(t, testenv.EnvRedisCluster)
+	t.Parallel()
+	open := redisOpener(t, url)
+	if _, ok := open(t, newPrefix()).(*Redis).Client().(*redis.ClusterClient); !ok {
+		t.Fatalf("%s: want a cluster client", testenv.EnvRedisCluster)
+	}
+	runContract(t, open)
+}
+
+// redisOpener opens Redis stores on url and, when each test ends, deletes
+// the keys under its prefix.
+func redisOpener(t *testing.T, url string) opener {
+	admin, _, _, err := newClient(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	return func(t *testing.T, prefix string) Store {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := NewRedis(ctx, url, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		// Registered last, so it runs first, while s is still open.
+		t.Cleanup(func() { deletePrefix(t, admin, prefix) })
+		return s
+	}
+}
+
+// deletePrefix deletes every key under prefix. A cluster spreads keys over
+// its masters, and SCAN sees only the node it runs on, so each master is
+// scanned; keys are deleted one at a time because a DEL sent straight to a
+// node must not span slots.
+func deletePrefix(t *testing.T, c redis.UniversalClient, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	scan := func(ctx context.Context, node *redis.Client) error {
+		iter := node.Scan(ctx, 0, prefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			if err := node.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		err = scan(ctx, c)
+	}
+	if err != nil {
+		t.Errorf("delete keys under %s: %v", prefix, err)
+	}
+}
+
+func newPrefix() string {
+	return "test:" + testenv.Random(6) + ":"
+}
+
+// runContract runs the cases every Store must pass. Each case has its own
+// prefix, so they run in parallel, and the waits for expiry overlap.
+func runContract(t *testing.T, open opener) {
+	ctx := t.Context()
+
+	t.Run("GetMissing", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		if _, err := s.Get(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get missing: err = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("SetGetBinary", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		val := []byte{0, 1, 0xff, '\n', 0x80, 'a', 0}
+		if err := s.Set(ctx, "bin", val, 0); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, "bin")
+		if err != nil || !bytes.Equal(got, val) {
+			t.Fatalf("Get = %q, %v; want %q", got, err, val)
+		}
+		got[0] = 'X' // must not reach the stored value
+		if got, _ := s.Get(ctx, "bin"); !bytes.Equal(got, val) {
+			t.Fatalf("after changing the returned slice, Get = %q; want %q", got, val)
+		}
+		if err := s.Set(ctx, "bin", []byte("second"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Get(ctx, "bin"); string(got) != "second" {
+			t.Fatalf("after overwrite, Get = %q; want %q", got, "second")
+		}
+		if err := s.Set(ctx, "neg", val, -time.Second); err == nil {
+			t.Fatal("Set with negative ttl: err = nil, want an error")
+		}
+	})
+
+	t.Run("Expiry", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		const ttl = 500 * time.Millisecond
+		start := time.Now()
+		mustSet(t, s, "short", "v", ttl)
+		mustSet(t, s, "renewed", "v", ttl)
+		mustSet(t, s, "renewed", "v", 0) // Set replaces the expiry too
+		if ok, err := s.SetNX(ctx, "nx", []byte("v"), ttl); !ok || err != nil {
+			t.Fatalf("SetNX = %v, %v; want true", ok, err)
+		}
+		if got, err := s.Get(ctx, "short"); err != nil || string(got) != "v" {
+			t.Fatalf("before expiry, Get = %q, %v; want %q", got, err, "v")
+		}
+		time.Sleep(time.Until(start.Add(ttl + 250*time.Millisecond)))
+		if _, err := s.Get(ctx, "short"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("after expiry, Get: err = %v, want ErrNotFound", err)
+		}
+		if got, err := s.Get(ctx, "renewed"); err != nil || string(got) != "v" {
+			t.Errorf("key re-set without ttl: Get = %q, %v; want %q", got, err, "v")
+		}
+		if ok, err := s.SetNX(ctx, "nx", []byte("w"), 0); !ok || err != nil {
+			t.Errorf("SetNX on expired key = %v, %v; want true", ok, err)
+		}
+	})
+
+	t.Run("SetNX", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		if ok, err := s.SetNX(ctx, "k", []byte("first"), 0); !ok || err != nil {
+			t.Fatalf("first SetNX = %v, %v; want true", ok, err)
+		}
+		if ok, err := s.SetNX(ctx, "k", []byte("second"), 0); ok || err != nil {
+			t.Fatalf("second SetNX = %v, %v; want false", ok, err)
+		}
+		if got, _ := s.Get(ctx, "k"); string(got) != "first" {
+			t.Fatalf("Get = %q; want %q", got, "first")
+		}
+	})
+
+	t.Run("Delete", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		for _, k := range []string{"a", "b", "c"} {
+			mustSet(t, s, k, k, 0)
+		}
+		// On a cluster, a, b and c hash to different slots.
+		if err := s.Delete(ctx, "a", "b", "never-set"); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"a", "b"} {
+			if _, err := s.Get(ctx, k); !errors.Is(err, ErrNotFound) {
+				t.Errorf("deleted %q: Get err = %v, want ErrNotFound", k, err)
+			}
+		}
+		if got, _ := s.Get(ctx, "c"); string(got) != "c" {
+			t.Errorf("untouched key: Get = %q; want %q", got, "c")
+		}
+		if err := s.Delete(ctx); err != nil {
+			t.Errorf("Delete of no keys: %v", err)
+		}
+	})
+
+	t.Run("Incr", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		if n, err := s.Incr(ctx, "n", 5, 0); n != 5 || err != nil {
+			t.Fatalf("Incr on absent key = %d, %v; want 5", n, err)
+		}
+		if n, err := s.Incr(ctx, "n", -2, 0); n != 3 || err != nil {
+			t.Fatalf("second Incr = %d, %v; want 3", n, err)
+		}
+		if got, _ := s.Get(ctx, "n"); string(got) != "3" {
+			t.Fatalf("Get counter = %q; want %q", got, "3")
+		}
+		mustSet(t, s, "text", "abc", 0)
+		if _, err := s.Incr(ctx, "text", 1, 0); err == nil {
+			t.Fatal("Incr on a non-integer: err = nil, want an error")
+		}
+	})
+
+	t.Run("IncrFixedWindow", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		const ttl = 600 * time.Millisecond
+		start := time.Now()
+		if n, err := s.Incr(ctx, "w", 1, ttl); n != 1 || err != nil {
+			t.Fatalf("Incr = %d, %v; want 1", n, err)
+		}
+		// A key made by Set without a ttl: Incr did not create it, so
+		// must not give it one.
+		mustSet(t, s, "plain", "7", 0)
+		if n, err := s.Incr(ctx, "plain", 1, ttl); n != 8 || err != nil {
+			t.Fatalf("Incr on set key = %d, %v; want 8", n, err)
+		}
+		time.Sleep(time.Until(start.Add(ttl / 2)))
+		if n, err := s.Incr(ctx, "w", 1, ttl); n != 2 || err != nil {
+			t.Fatalf("Incr inside the window = %d, %v; want 2", n, err)
+		}
+		// Had the second Incr extended the ttl, the key would live
+		// until 1.5 ttl.
+		time.Sleep(time.Until(start.Add(ttl + 250*time.Millisecond)))
+		if got, err := s.Get(ctx, "w"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("after the window, Get = %q, %v; want ErrNotFound", got, err)
+		}
+		if n, err := s.Incr(ctx, "w", 1, ttl); n != 1 || err != nil {
+			t.Fatalf("Incr in a new window = %d, %v; want 1", n, err)
+		}
+		if got, err := s.Get(ctx, "plain"); string(got) != "8" {
+			t.Fatalf("set key after the window: Get = %q, %v; want %q", got, err, "8")
+		}
+	})
+
+	t.Run("IncrConcurrent", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		const workers, each = 50, 10
+		results := make(chan int64, workers*each)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for range each {
+					n, err := s.Incr(ctx, "c", 1, time.Minute)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					results <- n
+				}
+			})
+		}
+		wg.Wait()
+		close(results)
+		// Atomic increments hand out every value from 1 to 500 once.
+		seen := make(map[int64]bool)
+		for n := range results {
+			if seen[n] || n < 1 || n > workers*each {
+				t.Fatalf("Incr returned %d twice or out of range", n)
+			}
+			seen[n] = true
+		}
+		if len(seen) != workers*each {
+			t.Fatalf("got %d distinct results, want %d", len(seen), workers*each)
+		}
+		if got, _ := s.Get(ctx, "c"); string(got) != strconv.Itoa(workers*each) {
+			t.Fatalf("Get counter = %q; want %d", got, workers*each)
+		}
+	})
+
+	t.Run("PublishSubscribe", func(t *testing.T) {
+		t.Parallel()
+		prefix := newPrefix()
+		a, b, c := open(t, prefix), open(t, prefix), open(t, prefix)
+		chA := mustSubscribe(t, a, "inv")
+		chB := mustSubscribe(t, b, "inv")
+		msg := []byte{'u', 0, 0xfe, 'x'}
+		if err := c.Publish(ctx, "inv", msg); err != nil {
+			t.Fatal(err)
+		}
+		for name, ch := range map[string]<-chan []byte{"a": chA, "b": chB} {
+			if got := receive(t, ch); !bytes.Equal(got, msg) {
+				t.Errorf("subscriber %s got %q; want %q", name, got, msg)
+			}
+		}
+	})
+
+	t.Run("SubscribeEndsWithContext", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		sctx, cancel := context.WithCancel(ctx)
+		ch, err := s.Subscribe(sctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		waitClosed(t, ch)
+		// The store itself goes on working.
+		if err := s.Ping(ctx); err != nil {
+			t.Fatalf("Ping after a subscription ended: %v", err)
+		}
+	})
+
+	t.Run("Close", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		ch := mustSubscribe(t, s, "x")
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, ch)
+		if _, err := s.Get(ctx, "k"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Get after Close: err = %v, want ErrClosed", err)
+		}
+		if _, err := s.Subscribe(ctx, "x"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Subscribe after Close: err = %v, want ErrClosed", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+
+	t.Run("PrefixIsolation", func(t *testing.T) {
+		t.Parallel()
+		one, two := open(t, newPrefix()), open(t, newPrefix())
+		mustSet(t, one, "k", "one", 0)
+		if _, err := two.Get(ctx, "k"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("other prefix sees the key: err = %v, want ErrNotFound", err)
+		}
+		mustSet(t, two, "k", "two", 0)
+		if got, _ := one.Get(ctx, "k"); string(got) != "one" {
+			t.Fatalf("Get = %q; want %q", got, "one")
+		}
+		ch := mustSubscribe(t, one, "ch")
+		if err := two.Publish(ctx, "ch", []byte("wrong")); err != nil {
+			t.Fatal(err)
+		}
+		if err := one.Publish(ctx, "ch", []byte("right")); err != nil {
+			t.Fatal(err)
+		}
+		if got := receive(t, ch); string(got) != "right" {
+			t.Fatalf("got %q from another prefix's channel; want %q", got, "right")
+		}
+	})
+
+	t.Run("SlowSubscriberDrops", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		d, ok := s.(interface{ Dropped() uint64 })
+		if !ok {
+			t.Fatalf("%T has no Dropped method", s)
+		}
+		ch := mustSubscribe(t, s, "flood")
+		const extra = 10
+		// Nobody reads ch: Publish must still return every time.
+		for i := range subscribeBuffer + extra {
+			if err := s.Publish(ctx, "flood", []byte(strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Redis delivers asynchronously: once the drops are counted,
+		// every message has arrived.
+		deadline := time.Now().Add(5 * time.Second)
+		for d.Dropped() < extra && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := d.Dropped(); got != extra {
+			t.Fatalf("Dropped = %d; want %d", got, extra)
+		}
+		if len(ch) != subscribeBuffer {
+			t.Fatalf("buffered %d messages; want %d", len(ch), subscribeBuffer)
+		}
+	})
+
+	t.Run("Ping", func(t *testing.T) {
+		t.Parallel()
+		if err := open(t, newPrefix()).Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func mustSet(t *testing.T, s Store, key, value string, ttl time.Duration) {
+	t.Helper()
+	if err := s.Set(t.Context(), key, []byte(value), ttl); err != nil {
+		t.Fatalf("Set %q: %v", key, err)
+	}
+}
+
+func mustSubscribe(t *testing.T, s Store, channel string) <-chan []byte {
+	t.Helper()
+	ch, err := s.Subscribe(t.Context(), channel)
+	if err != nil {
+		t.Fatalf("Subscribe %q: %v", channel, err)
+	}
+	return ch
+}
+
+func receive(t *testing.T, ch <-chan []byte) []byte {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatal("subscription closed before a message came")
+		}
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message within 5s")
+	}
+	return nil
+}
+
+func waitClosed(t *testing.T, ch <-chan []byte) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			t.Fatal("subscription channel still open after 5s")
+		}
+	}
+}
+
+func TestOpenEmptyURLIsMemory(t *testing.T) {
+	s, err := Open(t.Context(), "", "p:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := s.(*Memory); !ok {
+		t.Fatalf("Open(\"\") = %T; want *Memory", s)
+	}
+}
+
+func TestNewClientCluster(t *testing.T) {
+	c, where, _, err := newClient("redis://:pw@127.0.0.1:7001, redis://127.0.0.1:7002,127.0.0.1:7003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("client = %T; want *redis.ClusterClient", c)
+	}
+	opt := cc.Options()
+	want := []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"}
+	if fmt.Sprint(opt.Addrs) != fmt.Sprint(want) {
+		t.Errorf("Addrs = %v; want %v", opt.Addrs, want)
+	}
+	if opt.Password != "pw" {
+		t.Errorf("Password = %q; want the first URL's %q", opt.Password, "pw")
+	}
+	if where != "redis cluster 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003" {
+		t.Errorf("where = %q", where)
+	}
+
+	c, _, _, err = newClient("rediss://u:p@a.example:7001,b.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	opt = c.(*redis.ClusterClient).Options()
+	if opt.TLSConfig == nil || opt.Username != "u" {
+		t.Errorf("rediss cluster: TLSConfig = %v, Username = %q; want TLS and %q", opt.TLSConfig, opt.Username, "u")
+	}
+	if fmt.Sprint(opt.Addrs) != "[a.example:7001 b.example:6379]" {
+		t.Errorf("Addrs = %v; want the default port for the bare host", opt.Addrs)
+	}
+}
+
+func TestNewClientSingle(t *testing.T) {
+	for raw, want := range map[string]string{
+		"redis://:pw@localhost:6380/3": "localhost:6380 db 3",
+		"localhost:6381":               "localhost:6381 db 0",
+	} {
+		c, _, _, err := newClient(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		rc, ok := c.(*redis.Client)
+		if !ok {
+			t.Fatalf("%s: client = %T; want *redis.Client", raw, c)
+		}
+		if got := fmt.Sprintf("%s db %d", rc.Options().Addr, rc.Options().DB); got != want {
+			t.Errorf("%s: got %s; want %s", raw, got, want)
+		}
+		c.Close()
+	}
+}
+
+func TestNewRedisErrorsHidePassword(t *testing.T) {
+	t.Parallel()
+	const secret = "hunter2"
+	for _, raw := range []string{
+		"redis://u:" + secret + "@127.0.0.1:notaport",           // url.Parse fails
+		"redis://u:" + secret + "#x@127.0.0.1:6379",             // unescaped '#' cuts the URL
+		"redis://u:" + secret + "@127.0.0.1:6379/notadb",        // go-redis rejects the path
+		"redis://u:" + secret + "@127.0.0.1:6379?bogus=1",       // go-redis rejects the option
+		"redis://u:" + secret + "@127.0.0.1:7001/2,127.0.0.1:2", // cluster with a database
+		"redis://u:" + secret + "@127.0.0.1:1",                  // nothing listens: ping fails
+		"redis://u:" + secret + "@127.0.0.1:1,127.0.0.1:2",      // cluster ping fails
+		"ftp://u:" + secret + "@127.0.0.1:1",                    // wrong scheme
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		s, err := NewRedis(ctx, raw, "p:")
+		cancel()
+		if err == nil {
+			s.Close()
+			t.Errorf("NewRedis(%q): err = nil, want an error", raw)
+			continue
+		}
+		msg := err.Error()
+		if strings.Contains(msg, secret) || strings.ContainsAny(msg, "\r\n") {
+			t.Errorf("NewRedis error shows the password or spans lines: %q", msg)
+		}
+		t.Logf("%s", msg)
+	}
+}
+
+func TestMemorySweepsIdleKeys(t *testing.T) {
+	m := newMemory(10 * time.Millisecond)
+	defer m.Close()
+	mustSet(t, m, "gone", "v", 20*time.Millisecond)
+	mustSet(t, m, "kept", "v", 0)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		m.mu.Lock()
+		n := len(m.items)
+		m.mu.Unlock()
+		if n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys held after expiry with nobody reading; want 1", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

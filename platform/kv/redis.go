@@ -1,0 +1,323 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// incrSource adds ARGV[1] to the counter at KEYS[1] and, only if the key did
+// not exist before, sets its expiry to ARGV[2] milliseconds (0: none). One
+// key, so it runs unchanged on a Redis Cluster; and a script runs atomically,
+// so the counter and its expiry are set in one round trip with no window in
+// which a crash leaves a counter that never expires. EXISTS rather than
+// EXPIRE NX, because a key stored by Set without a ttl must keep having none.
+const incrSource = `
+local created = redis.call('EXISTS', KEYS[1]) == 0
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if created and tonumber(ARGV[2]) > 0 then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return n
+`
+
+// Redis is a Store kept in Redis, shared by every instance that uses the same
+// server and prefix. The prefix goes in front of every key and channel name,
+// so several deployments, or tests, can share one server.
+type Redis struct {
+	client redis.UniversalClient
+	prefix string
+	incr   *redis.Script
+
+	dropped atomic.Uint64
+
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{}  // closed by Close to end the subscriptions
+	subs   sync.WaitGroup // one per running subscription
+}
+
+// NewRedis connects to Redis and pings it with ctx.
+//
+// The url is either one redis:// or rediss:// URL, naming a single node as
+// go-redis ParseURL reads it (redis://user:password@host:6379/0?dial_timeout=3s),
+// or a Redis Cluster given as two or more comma-separated addresses, each a
+// redis:// URL or a bare host:port. For a cluster, the user, password, TLS
+// and query options come from the first address; the others contribute only
+// their host and port.
+//
+// Errors are one line and never contain the password.
+func NewRedis(ctx context.Context, url, prefix string) (*Redis, error) {
+	client, where, secrets, err := newClient(url)
+	if err != nil {
+		return nil, err
+	}
+	if err := client.Ping(ctx).Err(); err != nil {
+		client.Close()
+		return nil, redact(fmt.Errorf("kv: %s: ping: %w", where, err), secrets)
+	}
+	return &Redis{
+		client: client,
+		prefix: prefix,
+		incr:   redis.NewScript(incrSource),
+		done:   make(chan struct{}),
+	}, nil
+}
+
+// newClient parses raw into a client, without connecting. It also returns a
+// description of the target safe to print, and the secrets any later error
+// text must not show.
+func newClient(raw string) (client redis.UniversalClient, where string, secrets []string, err error) {
+	parts := strings.Split(raw, ",")
+	hosts := make([]string, len(parts))
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			p = "redis://" + p
+		}
+		parts[i] = p
+		u, err := url.Parse(p)
+		if err != nil || u.Host == "" {
+			// The text of a parse error quotes the URL, password and
+			// all, so it is left out.
+			return nil, "", nil, fmt.Errorf("kv: redis address %d of %d is not a valid URL (a password must be percent-encoded)", i+1, len(parts))
+		}
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			secrets = append(secrets, pw, u.User.String())
+		}
+		hosts[i] = u.Host
+	}
+
+	if len(parts) == 1 {
+		where = "redis " + hosts[0]
+		opt, err := redis.ParseURL(parts[0])
+		if err != nil {
+			return nil, "", nil, redact(fmt.Errorf("kv: %s: %w", where, err), secrets)
+		}
+		return redis.NewClient(opt), where, secrets, nil
+	}
+
+	where = "redis cluster " + strings.Join(hosts, ",")
+	opt, err := redis.ParseClusterURL(parts[0])
+	if err != nil {
+		return nil, "", nil, redact(fmt.Errorf("kv: %s: %w", where, err), secrets)
+	}
+	// ParseClusterURL ignores the path; a cluster has only database 0, so
+	// say so rather than quietly use another.
+	if u, _ := url.Parse(parts[0]); strings.Trim(u.Path, "/") != "" && strings.Trim(u.Path, "/") != "0" {
+		return nil, "", nil, fmt.Errorf("kv: %s: a Redis Cluster has only database 0", where)
+	}
+	for _, p := range parts[1:] {
+		u, _ := url.Parse(p) // parsed above
+		port := u.Port()
+		if port == "" {
+			port = "6379"
+		}
+		opt.Addrs = append(opt.Addrs, net.JoinHostPort(u.Hostname(), port))
+	}
+	return redis.NewClusterClient(opt), where, secrets, nil
+}
+
+// redactedError is an error whose text has had secrets cut out. Unwrap still
+// gives the cause, so errors.Is(err, context.DeadlineExceeded) works.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redact returns err with every secret replaced and its text on one line.
+func redact(err error, secrets []string) error {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	for _, s := range secrets {
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
+	}
+	return &redactedError{msg: msg, err: errors.Unwrap(err)}
+}
+
+// fail wraps an error from go-redis, turning its "client is closed" into
+// ErrClosed so that both backends answer alike after Close.
+func fail(op string, err error) error {
+	if errors.Is(err, redis.ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("kv: %s: %w", op, err)
+}
+
+// Client returns the go-redis client underneath, a *redis.Client or a
+// *redis.ClusterClient, for code that needs commands Store does not offer.
+// Keys it uses are not prefixed for it.
+func (r *Redis) Client() redis.UniversalClient {
+	return r.client
+}
+
+// Get returns the value stored at key, or ErrNotFound.
+func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := r.client.Get(ctx, r.prefix+key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fail("get", err)
+	}
+	return b, nil
+}
+
+// Set stores value at key with the given ttl.
+func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if ttl < 0 {
+		return errNegativeTTL
+	}
+	// go-redis sends PX for a ttl that is not whole seconds, so
+	// sub-second ttls keep their precision.
+	if err := r.client.Set(ctx, r.prefix+key, value, ttl).Err(); err != nil {
+		return fail("set", err)
+	}
+	return nil
+}
+
+// SetNX stores value at key if the key does not exist, and reports whether it
+// did so.
+func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if ttl < 0 {
+		return false, errNegativeTTL
+	}
+	ok, err := r.client.SetNX(ctx, r.prefix+key, value, ttl).Result()
+	if err != nil {
+		return false, fail("setnx", err)
+	}
+	return ok, nil
+}
+
+// Delete removes the keys.
+func (r *Redis) Delete(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	// A cluster refuses a DEL whose keys hash to different slots, and
+	// go-redis v9.23 sends it whole. One DEL per key, pipelined, reaches
+	// each key's own node, still in one round trip per node.
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Del(ctx, r.prefix+k)
+		}
+		return nil
+	})
+	if err != nil {
+		return fail("delete", err)
+	}
+	return nil
+}
+
+// Incr adds delta to the integer at key; see Store.Incr.
+func (r *Redis) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if ttl < 0 {
+		return 0, errNegativeTTL
+	}
+	ms := ttl.Milliseconds()
+	if ttl > 0 && ms == 0 {
+		ms = 1 // Redis counts in milliseconds; never round a ttl to "none"
+	}
+	n, err := r.incr.Run(ctx, r.client, []string{r.prefix + key}, delta, ms).Int64()
+	if err != nil {
+		return 0, fail("incr", err)
+	}
+	return n, nil
+}
+
+// Publish sends msg to the subscribers of channel on every instance.
+func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) error {
+	if err := r.client.Publish(ctx, r.prefix+channel, msg).Err(); err != nil {
+		return fail("publish", err)
+	}
+	return nil
+}
+
+// Subscribe returns a channel of the messages later published on channel by
+// any instance; see Store.Subscribe. If the connection drops, go-redis
+// reconnects and subscribes again by itself; messages published while it is
+// away are lost, as Redis pub/sub keeps nothing.
+func (r *Redis) Subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	r.subs.Add(1)
+	r.mu.Unlock()
+
+	ps := r.client.Subscribe(ctx, r.prefix+channel)
+	// Wait for the server to confirm the subscription: only then is a
+	// message published after we return sure to reach us.
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		r.subs.Done()
+		return nil, fail("subscribe", err)
+	}
+	in := ps.Channel()
+	out := make(chan []byte, subscribeBuffer)
+	go func() {
+		defer r.subs.Done()
+		defer close(out)
+		defer ps.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.done:
+				return
+			case m, ok := <-in:
+				if !ok {
+					return
+				}
+				// Never wait for a slow reader: go-redis would stop
+				// reading the connection behind us.
+				select {
+				case out <- []byte(m.Payload):
+				default:
+					r.dropped.Add(1)
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Ping reports whether Redis answers.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fail("ping", err)
+	}
+	return nil
+}
+
+// Dropped returns how many messages have been lost because a subscriber's
+// buffer was full.
+func (r *Redis) Dropped() uint64 {
+	return r.dropped.Load()
+}
+
+// Close ends every subscription, waits for them to stop, and closes the
+// client.
+func (r *Redis) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	close(r.done)
+	r.mu.Unlock()
+	r.subs.Wait()
+	return r.client.Close()
+}
