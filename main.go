@@ -31,6 +31,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"gatehouse/platform/config"
 	"gatehouse/platform/db"
 	"gatehouse/platform/httpx"
@@ -236,6 +238,9 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 		}
 	}
 	kvCtx, cancel := context.WithTimeout(ctx, cfg.Database.ConnectTimeout)
+	// go-redis logs through a package-level logger of its own (to stderr,
+	// unstructured); main is the one place allowed to set such state.
+	redis.SetLogger(redisLog{log})
 	store, err := kv.Open(kvCtx, cfg.Redis.URL, cfg.Redis.Prefix)
 	cancel()
 	if err != nil {
@@ -288,6 +293,13 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// redisLog writes go-redis's messages (reconnects, dial failures) to slog.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis", "message", fmt.Sprintf(format, v...))
 }
 
 func kvBackend(cfg config.Config) string {

@@ -43,8 +43,18 @@ func BenchmarkBareEcho(b *testing.B) {
 // the route steps (body limit), identity slots empty. Its difference from
 // BenchmarkBareEcho is the chain's cost per request.
 func BenchmarkChain(b *testing.B) {
+	serve(b, benchServer(b, slog.LevelInfo))
+}
+
+// BenchmarkChainNoAccessLog is BenchmarkChain with the log level above
+// info: what the chain costs apart from formatting the access line.
+func BenchmarkChainNoAccessLog(b *testing.B) {
+	serve(b, benchServer(b, slog.LevelWarn))
+}
+
+func benchServer(b *testing.B, level slog.Level) *Server {
 	s := New(Options{
-		Logger:       slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Logger:       slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: level})),
 		PublicURL:    "https://auth.example.com",
 		MaxBodyBytes: 1 << 20,
 		HSTSMaxAge:   1 << 40,
@@ -52,5 +62,5 @@ func BenchmarkChain(b *testing.B) {
 	if err := s.Mount(Route{Method: http.MethodGet, Path: "/v1/ping", Auth: Public, Handle: trivial}); err != nil {
 		b.Fatal(err)
 	}
-	serve(b, s)
+	return s
 }
