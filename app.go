@@ -1,31 +1,67 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 
+	"gatehouse/modules/auth"
+	"gatehouse/platform/audit"
 	"gatehouse/platform/config"
 	"gatehouse/platform/db"
 	"gatehouse/platform/health"
 	"gatehouse/platform/httpx"
 	"gatehouse/platform/kv"
+	"gatehouse/platform/token"
 	"gatehouse/web"
 )
 
-// newApp builds the HTTP application: the chain, every module's routes,
-// the health endpoints, the OpenAPI document and the docs page. It is the
-// one place that wires modules together.
-func newApp(cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, extra ...httpx.Route) (*httpx.Server, error) {
+// newTokens returns the token service for the configuration; on first
+// start it makes the signing key.
+func newTokens(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.DB) (*token.Service, error) {
+	issuer := cfg.Auth.Issuer
+	if issuer == "" {
+		issuer = cfg.HTTP.PublicURL
+	}
+	tokens, err := token.New(ctx, conn, token.Config{Issuer: issuer, Audience: cfg.Auth.Audience,
+		AccessTTL: cfg.Auth.AccessTTL, Leeway: cfg.Auth.Leeway, Algorithm: cfg.Auth.SigningAlgorithm,
+		MasterKey: cfg.Auth.MasterKeyBytes()}, log)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	return tokens, nil
+}
+
+// newApp builds the HTTP application: the modules, the chain with their
+// slots, every route, the health endpoints, the OpenAPI document and the
+// docs page. It is the one place that wires modules together.
+func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, extra ...httpx.Route) (*httpx.Server, error) {
+	tokens, err := newTokens(ctx, cfg, log, conn)
+	if err != nil {
+		return nil, err
+	}
+	events := audit.Log{Logger: log}
+	a := cfg.Auth
+	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: store, Tokens: tokens, Log: log, Events: events,
+		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
+		Config: auth.Config{AccessTTL: a.AccessTTL, Leeway: a.Leeway, RefreshTTL: a.RefreshTTL, SessionMaxAge: a.SessionMaxAge,
+			BcryptCost: a.BcryptCost, LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
+			DefaultTenant: a.DefaultTenant, FailDelay: a.FailedLoginDelay}})
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
 	srv := httpx.New(httpx.Options{
 		Logger:       log,
 		PublicURL:    cfg.HTTP.PublicURL,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		HSTSMaxAge:   cfg.HTTP.HSTSMaxAge,
 		CORS:         cfg.CORS,
+		Slots:        httpx.Slots{Authenticate: authn.Authenticate},
 	})
 	checks := health.New(cfg.Health.Timeout, log,
 		health.Check{Name: "database", Backend: conn.Dialect(), Required: true, Ping: conn.Ping},
@@ -34,8 +70,10 @@ func newApp(cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, ex
 	if err := srv.Mount(checks.Routes()...); err != nil {
 		return nil, err
 	}
-	if err := srv.Mount(extra...); err != nil {
-		return nil, err
+	for _, routes := range [][]httpx.Route{tokens.Routes(), authn.Routes(), extra} {
+		if err := srv.Mount(routes...); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.HTTP.Docs {
 		if err := srv.Mount(web.DocsRoutes()...); err != nil {
@@ -44,7 +82,8 @@ func newApp(cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, ex
 	}
 
 	// The document describes every route mounted above; it is built once.
-	doc, err := httpx.Document(httpx.Info{Title: "Gatehouse API", Version: version, ServerURL: cfg.HTTP.PublicURL,
+	var doc *openapi3.T
+	doc, err = httpx.Document(httpx.Info{Title: "Gatehouse API", Version: version, ServerURL: cfg.HTTP.PublicURL,
 		Description: "Sign-in, sessions, authorization, rate limits and an API gateway for a multi-tenant SaaS. " +
 			"Errors use one JSON shape: {\"error\": {\"code\", \"message\", \"request_id\", \"details\"}}."}, srv.Routes())
 	if err != nil {

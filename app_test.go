@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"gatehouse/platform/config"
+	"gatehouse/platform/db"
 	"gatehouse/platform/httpx"
 	"gatehouse/platform/kv"
 	"gatehouse/platform/testenv"
@@ -39,11 +41,14 @@ var backends = []backend{
 	}},
 }
 
-// newTestApp builds the App on a backend, each test with its own database
-// (file or schema) and key prefix.
-func newTestApp(t *testing.T, b backend, mod func(*config.Config)) *httpx.Server {
+// testConfig returns the configuration of a test App on a backend, with
+// its own database (file or schema) and key prefix.
+func testConfig(t *testing.T, b backend) config.Config {
 	t.Helper()
 	cfg := config.Default()
+	cfg.Auth.BcryptCost = config.MinBcryptCost // tests make many hashes
+	cfg.Auth.FailedLoginDelay = 0
+	cfg.Auth.CookieSecure = false
 	cfg.Database.SQLitePath = filepath.Join(t.TempDir(), "g.db")
 	if b.dbURL != nil {
 		cfg.Database.URL = b.dbURL(t)
@@ -52,13 +57,44 @@ func newTestApp(t *testing.T, b backend, mod func(*config.Config)) *httpx.Server
 		cfg.Redis.URL = b.redisURL(t)
 		cfg.Redis.Prefix = "test:" + testenv.Random(6) + ":"
 	}
-	if mod != nil {
-		mod(&cfg)
-	}
+	return cfg
+}
+
+// testApp is a running App with handles on what it runs on.
+type testApp struct {
+	*httpx.Server
+	db   *db.DB
+	kv   kv.Store
+	logs *syncBuffer
+}
+
+// syncBuffer collects log output from concurrent requests.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startApp builds an App from cfg; two calls with one cfg are two
+// instances sharing the database and the key-value store.
+func startApp(t testing.TB, cfg config.Config) testApp {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
 	conn, err := openDB(ctx, cfg, log)
 	if err != nil {
@@ -73,11 +109,21 @@ func newTestApp(t *testing.T, b backend, mod func(*config.Config)) *httpx.Server
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	app, err := newApp(cfg, log, conn, store)
+	app, err := newApp(ctx, cfg, log, conn, store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return app
+	return testApp{Server: app, db: conn, kv: store, logs: logs}
+}
+
+// newTestApp builds the App on a backend; mod may change the settings.
+func newTestApp(t *testing.T, b backend, mod func(*config.Config)) testApp {
+	t.Helper()
+	cfg := testConfig(t, b)
+	if mod != nil {
+		mod(&cfg)
+	}
+	return startApp(t, cfg)
 }
 
 func do(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRecorder {

@@ -7,6 +7,7 @@
 //	gatehouse [--config FILE] migrate up      apply pending migrations
 //	gatehouse [--config FILE] migrate status  list applied and pending migrations
 //	gatehouse [--config FILE] health          probe this host's /health (container HEALTHCHECK)
+//	gatehouse [--config FILE] keys rotate     make a new signing key; old ones verify until their tokens expire
 //	gatehouse version                         print the version
 //
 // Settings come from configs/gatehouse.yaml (or --config, or
@@ -48,6 +49,7 @@ commands:
   serve            serve HTTP (the default)
   migrate up       apply pending database migrations
   migrate status   list applied and pending migrations
+  keys rotate      make a new signing key (old keys stay in the JWKS until their tokens expire)
   health           exit 0 if the server on this host answers /health (for HEALTHCHECK)
   version          print the version
 
@@ -116,6 +118,12 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		return probe(ctx, cfg, stdout)
+	case len(cmd) == 2 && cmd[0] == "keys" && cmd[1] == "rotate":
+		cfg, err := config.Load(*configPath, getenv)
+		if err != nil {
+			return err
+		}
+		return rotateKeys(ctx, cfg, stdout)
 	case len(cmd) == 2 && cmd[0] == "migrate" && (cmd[1] == "up" || cmd[1] == "status"):
 		cfg, err := config.Load(*configPath, getenv)
 		if err != nil {
@@ -220,6 +228,33 @@ func migrate(ctx context.Context, cfg config.Config, action string, stdout io.Wr
 	return tw.Flush()
 }
 
+// rotateKeys makes a new signing key. Running servers pick it up on their
+// own (see platform/token); tokens signed with the old key keep verifying
+// until they expire.
+func rotateKeys(ctx context.Context, cfg config.Config, stdout io.Writer) error {
+	log := newLogger(cfg.Log, stdout)
+	conn, err := openDB(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if cfg.Database.AutoMigrate {
+		if err := conn.Migrate(ctx); err != nil {
+			return fmt.Errorf("database: migrate: %w", err)
+		}
+	}
+	tokens, err := newTokens(ctx, cfg, log, conn)
+	if err != nil {
+		return err
+	}
+	kid, err := tokens.Rotate(ctx)
+	if err != nil {
+		return fmt.Errorf("keys rotate: %w", err)
+	}
+	fmt.Fprintf(stdout, "new signing key %s is active\n", kid)
+	return nil
+}
+
 // serve runs the server until ctx ends or SIGINT/SIGTERM arrives, then
 // shuts down in order: stop accepting, let in-flight requests finish
 // (bounded by http.shutdown_timeout), then close the key-value store and the
@@ -248,7 +283,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 	}
 	defer store.Close()
 
-	app, err := newApp(cfg, log, conn, store, extra...)
+	app, err := newApp(ctx, cfg, log, conn, store, extra...)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,8 @@
 // named by --config or GATEHOUSE_CONFIG), and the environment. Every setting
 // has an environment name made from its YAML path: http.max_body_bytes is
 // GATEHOUSE_HTTP_MAX_BODY_BYTES. The conventional DATABASE_URL, REDIS_URL and
-// PORT are read too; a GATEHOUSE_ variable wins over them.
+// PORT are read too, and so is GATEHOUSE_MASTER_KEY for auth.master_key; a
+// variable named after the setting wins over them.
 //
 // Load validates the result, and every error it returns is one line that
 // names the setting (or file) and what is wrong with it.
@@ -13,6 +14,8 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +42,7 @@ type Config struct {
 	Redis    Redis    `yaml:"redis"`
 	Log      Log      `yaml:"log"`
 	Health   Health   `yaml:"health"`
+	Auth     Auth     `yaml:"auth"`
 }
 
 // HTTP configures the listener and the request limits.
@@ -93,6 +97,25 @@ type Health struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
+// Auth configures sign-in, sessions and tokens.
+type Auth struct {
+	Issuer            string        `yaml:"issuer"`
+	Audience          string        `yaml:"audience"`
+	SigningAlgorithm  string        `yaml:"signing_algorithm"`
+	MasterKey         string        `yaml:"master_key"`
+	AccessTTL         time.Duration `yaml:"access_ttl"`
+	Leeway            time.Duration `yaml:"leeway"`
+	RefreshTTL        time.Duration `yaml:"refresh_ttl"`
+	SessionMaxAge     time.Duration `yaml:"session_max_age"`
+	BcryptCost        int           `yaml:"bcrypt_cost"`
+	LockoutThreshold  int           `yaml:"lockout_threshold"`
+	LockoutDuration   time.Duration `yaml:"lockout_duration"`
+	FailedLoginDelay  time.Duration `yaml:"failed_login_delay"`
+	DefaultTenant     string        `yaml:"default_tenant"`
+	IntrospectClients []string      `yaml:"introspect_clients"`
+	CookieSecure      bool          `yaml:"cookie_secure"`
+}
+
 // Default returns the built-in settings: the embedded default stack, a
 // SQLite file under ./data and the in-process key-value store.
 func Default() Config {
@@ -122,6 +145,21 @@ func Default() Config {
 		Redis:  Redis{Prefix: "gatehouse:"},
 		Log:    Log{Level: "info", Format: "json"},
 		Health: Health{Timeout: 2 * time.Second},
+		Auth: Auth{
+			Audience:          "gatehouse",
+			SigningAlgorithm:  "RS256",
+			AccessTTL:         15 * time.Minute,
+			Leeway:            30 * time.Second,
+			RefreshTTL:        14 * 24 * time.Hour,
+			SessionMaxAge:     90 * 24 * time.Hour,
+			BcryptCost:        12,
+			LockoutThreshold:  5,
+			LockoutDuration:   15 * time.Minute,
+			FailedLoginDelay:  200 * time.Millisecond,
+			DefaultTenant:     "default",
+			IntrospectClients: []string{},
+			CookieSecure:      true,
+		},
 	}
 }
 
@@ -168,6 +206,9 @@ func loadEnv(cfg *Config, getenv func(string) string) error {
 	}
 	if v := getenv("REDIS_URL"); v != "" {
 		cfg.Redis.URL = v
+	}
+	if v := getenv("GATEHOUSE_MASTER_KEY"); v != "" {
+		cfg.Auth.MasterKey = v
 	}
 	if v := getenv("PORT"); v != "" {
 		if p, err := strconv.Atoi(v); err != nil || p < 1 || p > 65535 {
@@ -304,6 +345,9 @@ func (c Config) Validate() error {
 			return bad("redis.url", "must be a redis:// or rediss:// URL, or a comma-separated list of cluster nodes")
 		}
 	}
+	if err := c.Auth.validate(); err != nil {
+		return err
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -313,4 +357,73 @@ func (c Config) Validate() error {
 		return bad("log.format", "must be json or text, got %q", c.Log.Format)
 	}
 	return nil
+}
+
+// MinBcryptCost is the lowest bcrypt cost accepted: below it a stolen hash
+// is too cheap to attack.
+const MinBcryptCost = 10
+
+func (a Auth) validate() error {
+	bad := func(setting, format string, args ...any) error {
+		return fmt.Errorf("auth.%s: %s", setting, fmt.Sprintf(format, args...))
+	}
+	if a.Issuer != "" {
+		if u, err := url.Parse(a.Issuer); err != nil || u.Scheme == "" || u.Host == "" {
+			return bad("issuer", "must be an absolute URL, or empty for http.public_url")
+		}
+	}
+	if a.Audience == "" {
+		return bad("audience", "must not be empty")
+	}
+	if a.SigningAlgorithm != "RS256" && a.SigningAlgorithm != "EdDSA" {
+		return bad("signing_algorithm", "must be RS256 or EdDSA, got %q", a.SigningAlgorithm)
+	}
+	if a.MasterKey != "" {
+		if k, err := base64.StdEncoding.DecodeString(a.MasterKey); err != nil || len(k) != 32 {
+			// Never echo the value: it is a secret.
+			return bad("master_key", "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
+		}
+	}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{{"access_ttl", a.AccessTTL}, {"refresh_ttl", a.RefreshTTL}, {"session_max_age", a.SessionMaxAge}, {"lockout_duration", a.LockoutDuration}} {
+		if d.d <= 0 {
+			return bad(d.name, "must be a positive duration, got %s", d.d)
+		}
+	}
+	if a.FailedLoginDelay < 0 || a.FailedLoginDelay > 5*time.Second {
+		return bad("failed_login_delay", "must be between 0s and 5s, got %s", a.FailedLoginDelay)
+	}
+	if a.Leeway < 0 || a.Leeway > 5*time.Minute {
+		return bad("leeway", "must be between 0s and 5m, got %s", a.Leeway)
+	}
+	if a.RefreshTTL > a.SessionMaxAge {
+		return bad("refresh_ttl", "must not exceed auth.session_max_age")
+	}
+	if a.BcryptCost < MinBcryptCost || a.BcryptCost > 16 {
+		return bad("bcrypt_cost", "must be between %d and 16, got %d", MinBcryptCost, a.BcryptCost)
+	}
+	if a.LockoutThreshold < 1 {
+		return bad("lockout_threshold", "must be at least 1, got %d", a.LockoutThreshold)
+	}
+	if a.DefaultTenant == "" {
+		return bad("default_tenant", "must name a tenant slug")
+	}
+	for _, c := range a.IntrospectClients {
+		id, sum, ok := strings.Cut(c, ":")
+		if h, err := hex.DecodeString(sum); !ok || id == "" || err != nil || len(h) != 32 {
+			return bad("introspect_clients", "each entry must be client_id:sha256-of-secret-in-hex")
+		}
+	}
+	return nil
+}
+
+// MasterKeyBytes returns the decoded master key, or nil when none is set.
+func (a Auth) MasterKeyBytes() []byte {
+	k, _ := base64.StdEncoding.DecodeString(a.MasterKey) // validated
+	if len(k) == 0 {
+		return nil
+	}
+	return k
 }

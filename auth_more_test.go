@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gatehouse/modules/auth"
+	"gatehouse/platform/config"
+)
+
+// Invalid email, empty or oversized fields, unknown tenant: 400 naming the
+// field. Duplicate registration: 409, the same answer whichever tenant
+// holds the email.
+func TestRegisterBadInput(t *testing.T) {
+	app := newTestApp(t, backends[0], nil)
+	insertTenant(t, app, "acme")
+	app.register(t, "dave@example.com", "correct horse battery", "")
+	long := strings.Repeat("a", 250) + "@example.com"
+	for _, c := range []struct {
+		name  string
+		body  any
+		code  string
+		field string
+	}{
+		{"missing email", auth.RegisterRequest{Password: "correct horse battery"}, "validation_failed", "email"},
+		{"invalid email", auth.RegisterRequest{Email: "not-an-email", Password: "correct horse battery"}, "validation_failed", "email"},
+		{"email with a name part", auth.RegisterRequest{Email: "Eve <eve@example.com>", Password: "correct horse battery"}, "validation_failed", "email"},
+		{"email without a domain dot", auth.RegisterRequest{Email: "eve@localhost", Password: "correct horse battery"}, "validation_failed", "email"},
+		{"oversized email", auth.RegisterRequest{Email: long, Password: "correct horse battery"}, "validation_failed", "email"},
+		{"empty password", auth.RegisterRequest{Email: "eve@example.com"}, "validation_failed", "password"},
+		{"short password", auth.RegisterRequest{Email: "eve@example.com", Password: "short"}, "validation_failed", "password"},
+		{"password over bcrypt's 72 bytes", auth.RegisterRequest{Email: "eve@example.com", Password: strings.Repeat("p", 73)}, "validation_failed", "password"},
+		{"oversized name", auth.RegisterRequest{Email: "eve@example.com", Password: "correct horse battery", Name: strings.Repeat("n", 201)}, "validation_failed", "name"},
+		{"unknown tenant", auth.RegisterRequest{Email: "eve@example.com", Password: "correct horse battery", Tenant: "nope"}, "validation_failed", "tenant"},
+		{"unknown field", `{"email":"eve@example.com","password":"correct horse battery","role":"admin"}`, "invalid_json", "role"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := app.do(t, req{method: "POST", path: "/v1/auth/register", body: c.body})
+			wantStatus(t, rec, 400, c.code)
+			if !strings.Contains(rec.Body.String(), `"field":"`+c.field+`"`) {
+				t.Errorf("field %q not named: %s", c.field, rec.Body)
+			}
+		})
+	}
+	same := app.do(t, req{method: "POST", path: "/v1/auth/register",
+		body: auth.RegisterRequest{Email: "DAVE@example.com", Password: "another password1"}})
+	other := app.do(t, req{method: "POST", path: "/v1/auth/register",
+		body: auth.RegisterRequest{Email: "dave@example.com", Password: "another password1", Tenant: "acme"}})
+	wantStatus(t, same, 409, "already_registered")
+	wantStatus(t, other, 409, "already_registered")
+	strip := func(s string) string { return s[:strings.Index(s, `"request_id"`)] }
+	if strip(same.Body.String()) != strip(other.Body.String()) {
+		t.Errorf("the answers differ by tenant:\n%s\n%s", same.Body, other.Body)
+	}
+	// The 72-byte limit is on bytes, not characters: 24 three-byte runes fit, 25 do not.
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/register",
+		body: auth.RegisterRequest{Email: "utf@example.com", Password: strings.Repeat("€", 25)}}), 400, "validation_failed")
+	app.register(t, "utf@example.com", strings.Repeat("€", 24), "")
+}
+
+// insertTenant adds an active tenant (the tenants API comes with RBAC).
+func insertTenant(t *testing.T, app testApp, slug string) string {
+	t.Helper()
+	id := "0190f0f0-0000-7000-8000-" + hex.EncodeToString([]byte(slug + "______"))[:12]
+	err := app.db.Conn(context.Background()).Exec(
+		"INSERT INTO tenants (id, slug, name, status, refresh_grace_uses, refresh_grace_window_ms, created_at) VALUES (?, ?, ?, 'active', 0, 10000, CURRENT_TIMESTAMP)",
+		id, slug, strings.ToUpper(slug)).Error
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func addMembership(t *testing.T, app testApp, userID, tenantID, roles string) {
+	t.Helper()
+	err := app.db.Conn(context.Background()).Exec(
+		"INSERT INTO memberships (user_id, tenant_id, roles, status, created_at) VALUES (?, ?, ?, 'active', CURRENT_TIMESTAMP)",
+		userID, tenantID, roles).Error
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Unknown email, wrong password and a tenant the user is not in give one
+// answer; five failures lock the account with 423 and Retry-After; a
+// success before the lock resets the count.
+func TestLoginFailuresAndLockout(t *testing.T) {
+	app := newTestApp(t, backends[0], nil)
+	insertTenant(t, app, "acme")
+	app.register(t, "erin@example.com", "correct horse battery", "")
+	login := func(email, pw, tenant string) *httptestRecorder {
+		return app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: email, Password: pw, Tenant: tenant}})
+	}
+	bodies := map[string]string{}
+	for name, rec := range map[string]*httptestRecorder{
+		"unknown email":  login("nobody@example.com", "correct horse battery", ""),
+		"wrong password": login("erin@example.com", "wrong password!", ""),
+		"not a member":   login("erin@example.com", "correct horse battery", "acme"),
+		"unknown tenant": login("erin@example.com", "correct horse battery", "nope"),
+		"72+ bytes":      login("erin@example.com", strings.Repeat("x", 100), ""),
+	} {
+		wantStatus(t, rec, 401, "invalid_credentials")
+		bodies[name] = rec.Body.String()[:strings.Index(rec.Body.String(), `"request_id"`)]
+	}
+	for name, b := range bodies {
+		if b != bodies["unknown email"] {
+			t.Errorf("%s answers differently: %s", name, b)
+		}
+	}
+	// 4 failures so far for erin; a success resets the count.
+	app.login(t, "erin@example.com", "correct horse battery", "")
+	for i := 1; i <= 4; i++ {
+		wantStatus(t, login("erin@example.com", "wrong password!", ""), 401, "invalid_credentials")
+	}
+	rec := login("erin@example.com", "wrong password!", "")
+	wantStatus(t, rec, 423, "account_locked")
+	if s, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || s < 890 || s > 900 {
+		t.Errorf("Retry-After %q, want about 900", rec.Header().Get("Retry-After"))
+	}
+	// Locked means locked, even with the right password.
+	wantStatus(t, login("erin@example.com", "correct horse battery", ""), 423, "account_locked")
+	// Other accounts are unaffected.
+	app.register(t, "frank@example.com", "correct horse battery", "")
+	app.login(t, "frank@example.com", "correct horse battery", "")
+}
+
+type httptestRecorder = httpRecorder
+
+// Sessions: listed with device, IP and times; one revoked by id (another
+// user's id is 404); a password change ends every other session.
+func TestSessionsAndPassword(t *testing.T) {
+	app := newTestApp(t, backends[0], nil)
+	app.register(t, "gina@example.com", "correct horse battery", "")
+	app.register(t, "hank@example.com", "correct horse battery", "")
+	a := app.login(t, "gina@example.com", "correct horse battery", "")
+	b := app.login(t, "gina@example.com", "correct horse battery", "")
+	c := app.login(t, "gina@example.com", "correct horse battery", "")
+	h := app.login(t, "hank@example.com", "correct horse battery", "")
+
+	rec := app.do(t, req{method: "GET", path: "/v1/auth/sessions", bearer: a.AccessToken})
+	wantStatus(t, rec, 200, "")
+	list := decode[auth.SessionsResponse](t, rec).Sessions
+	if len(list) != 3 {
+		t.Fatalf("sessions: %+v", list)
+	}
+	current := 0
+	for _, s := range list {
+		if s.Device != "gatehouse-test/1.0" || s.IP != "192.0.2.1" || s.CreatedAt.IsZero() || s.LastUsedAt.IsZero() {
+			t.Errorf("session %+v lacks device, IP or times", s)
+		}
+		if s.Current {
+			current++
+		}
+	}
+	if current != 1 {
+		t.Errorf("%d sessions marked current", current)
+	}
+	hankSessions := decode[auth.SessionsResponse](t, app.do(t, req{method: "GET", path: "/v1/auth/sessions", bearer: h.AccessToken})).Sessions
+	wantStatus(t, app.do(t, req{method: "DELETE", path: "/v1/auth/sessions/" + hankSessions[0].ID, bearer: a.AccessToken}), 404, "not_found")
+	wantStatus(t, app.do(t, req{method: "DELETE", path: "/v1/auth/sessions/not-a-uuid", bearer: a.AccessToken}), 404, "not_found")
+	wantStatus(t, app.me(t, h.AccessToken), 200, "") // hank's session untouched
+
+	// Revoke b's session from a.
+	bMe := decode[auth.MeResponse](t, app.me(t, b.AccessToken))
+	wantStatus(t, app.do(t, req{method: "DELETE", path: "/v1/auth/sessions/" + bMe.SessionID, bearer: a.AccessToken}), 204, "")
+	wantRejected(t, app.me(t, b.AccessToken))
+	wantStatus(t, app.refresh(b.RefreshToken, t), 401, "invalid_refresh_token")
+
+	// Password change: wrong current password refused; then every other session ends.
+	pw := func(cur, next string) *httpRecorder {
+		return app.do(t, req{method: "POST", path: "/v1/auth/password", bearer: a.AccessToken,
+			body: auth.PasswordRequest{CurrentPassword: cur, NewPassword: next}})
+	}
+	wantStatus(t, pw("wrong one!", "a brand new password"), 403, "invalid_current_password")
+	wantStatus(t, pw("correct horse battery", "short"), 400, "validation_failed")
+	wantStatus(t, pw("correct horse battery", "a brand new password"), 204, "")
+	wantStatus(t, app.me(t, a.AccessToken), 200, "")
+	wantRejected(t, app.me(t, c.AccessToken))
+	wantStatus(t, app.refresh(c.RefreshToken, t), 401, "invalid_refresh_token")
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "gina@example.com", Password: "correct horse battery"}}), 401, "invalid_credentials")
+	app.login(t, "gina@example.com", "a brand new password", "")
+
+	// logout-all ends everything, in every tenant.
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout-all", bearer: a.AccessToken}), 204, "")
+	wantRejected(t, app.me(t, a.AccessToken))
+	rec = app.do(t, req{method: "GET", path: "/v1/auth/sessions", bearer: app.login(t, "gina@example.com", "a brand new password", "").AccessToken})
+	if n := len(decode[auth.SessionsResponse](t, rec).Sessions); n != 1 {
+		t.Errorf("after logout-all and one login: %d live sessions", n)
+	}
+}
+
+// switch-tenant gives a pair for another membership, and refuses a tenant
+// the caller is not in; login with several memberships needs a tenant.
+func TestSwitchTenant(t *testing.T) {
+	app := newTestApp(t, backends[0], nil)
+	acme := insertTenant(t, app, "acme")
+	insertTenant(t, app, "other")
+	reg := app.register(t, "ivan@example.com", "correct horse battery", "")
+	p := app.login(t, "ivan@example.com", "correct horse battery", "")
+	addMembership(t, app, reg.User.ID, acme, "admin")
+
+	sw := func(tenant string) *httpRecorder {
+		return app.do(t, req{method: "POST", path: "/v1/auth/switch-tenant", bearer: p.AccessToken,
+			body: auth.SwitchTenantRequest{Tenant: tenant}})
+	}
+	wantStatus(t, sw("other"), 403, "not_a_member")
+	wantStatus(t, sw("nope"), 403, "not_a_member")
+	wantStatus(t, sw(""), 400, "validation_failed")
+	rec := sw("acme")
+	wantStatus(t, rec, 200, "")
+	me := decode[auth.MeResponse](t, app.me(t, decode[auth.Pair](t, rec).AccessToken))
+	if me.Tenant.Slug != "acme" || strings.Join(me.Roles, ",") != "admin" {
+		t.Errorf("after switch: %+v", me)
+	}
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "ivan@example.com", Password: "correct horse battery"}}), 400, "tenant_required")
+	app.login(t, "ivan@example.com", "correct horse battery", "acme")
+}
+
+// RFC 7662 introspection, for a configured service client only.
+func TestIntrospect(t *testing.T) {
+	sum := sha256.Sum256([]byte("s3rvice-secret"))
+	app := newTestApp(t, backends[0], func(c *config.Config) {
+		c.Auth.IntrospectClients = []string{"orders:" + hex.EncodeToString(sum[:])}
+	})
+	app.register(t, "judy@example.com", "correct horse battery", "")
+	p := app.login(t, "judy@example.com", "correct horse battery", "")
+	intro := func(user, pass, tok string) *httpRecorder {
+		r := req{method: "POST", path: "/v1/oauth/introspect", body: url.Values{"token": {tok}}.Encode(),
+			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}
+		if user != "" {
+			r.header["Authorization"] = "Basic " + basic(user, pass)
+		}
+		return app.do(t, r)
+	}
+	rec := intro("orders", "s3rvice-secret", p.AccessToken)
+	wantStatus(t, rec, 200, "")
+	got := decode[auth.IntrospectResponse](t, rec)
+	if !got.Active || got.Sub == "" || got.TenantID == "" || got.SessionID == "" || got.JTI == "" || got.Exp == 0 || got.TokenType != "Bearer" {
+		t.Errorf("active token: %+v", got)
+	}
+	for name, rec := range map[string]*httpRecorder{
+		"no credentials": intro("", "", p.AccessToken),
+		"wrong secret":   intro("orders", "guess", p.AccessToken),
+		"unknown client": intro("billing", "s3rvice-secret", p.AccessToken),
+	} {
+		t.Run(name, func(t *testing.T) {
+			wantStatus(t, rec, 401, "invalid_client")
+			if rec.Header().Get("WWW-Authenticate") != `Basic realm="gatehouse"` {
+				t.Errorf("WWW-Authenticate %q", rec.Header().Get("WWW-Authenticate"))
+			}
+		})
+	}
+	inactive := func(tok string) {
+		t.Helper()
+		rec := intro("orders", "s3rvice-secret", tok)
+		wantStatus(t, rec, 200, "")
+		if strings.TrimSpace(rec.Body.String()) != `{"active":false}` {
+			t.Errorf("inactive token answered %s", rec.Body)
+		}
+	}
+	inactive("garbage")
+	inactive(p.RefreshToken)
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: p.AccessToken}), 204, "")
+	inactive(p.AccessToken)
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/oauth/introspect", body: `{"token":"x"}`,
+		header: map[string]string{"Authorization": "Basic " + basic("orders", "s3rvice-secret")}}), 415, "unsupported_media_type")
+}
+
+// Cookie mode: the refresh token travels in an HttpOnly, SameSite=Strict
+// cookie scoped to /v1/auth, and reading it needs the CSRF token.
+func TestCookieMode(t *testing.T) {
+	app := newTestApp(t, backends[0], func(c *config.Config) { c.Auth.CookieSecure = true })
+	app.register(t, "kim@example.com", "correct horse battery", "")
+	rec := app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "kim@example.com", Password: "correct horse battery", UseCookie: true}})
+	wantStatus(t, rec, 200, "")
+	p := decode[auth.Pair](t, rec)
+	if p.RefreshToken != "" || p.CSRFToken == "" || p.AccessToken == "" {
+		t.Fatalf("cookie-mode body: %+v", p)
+	}
+	cookies := (&http.Response{Header: rec.Header()}).Cookies()
+	var refresh, csrf *http.Cookie
+	for _, c := range cookies {
+		switch c.Name {
+		case "gatehouse_refresh":
+			refresh = c
+		case "gatehouse_csrf":
+			csrf = c
+		}
+	}
+	if refresh == nil || !refresh.HttpOnly || !refresh.Secure || refresh.SameSite != http.SameSiteStrictMode ||
+		refresh.Path != "/v1/auth" || refresh.MaxAge < 1000 {
+		t.Fatalf("refresh cookie: %+v", refresh)
+	}
+	if csrf == nil || csrf.Value != p.CSRFToken {
+		t.Fatalf("csrf cookie: %+v", csrf)
+	}
+	viaCookie := func(header string) *httpRecorder {
+		r := req{method: "POST", path: "/v1/auth/refresh", body: "{}", cookies: []*http.Cookie{refresh, csrf},
+			header: map[string]string{"Content-Type": "application/json"}}
+		if header != "" {
+			r.header["X-CSRF-Token"] = header
+		}
+		return app.do(t, r)
+	}
+	wantStatus(t, viaCookie(""), 403, "csrf_failed")
+	wantStatus(t, viaCookie("forged"), 403, "csrf_failed")
+	rec = viaCookie(p.CSRFToken)
+	wantStatus(t, rec, 200, "")
+	if next := decode[auth.Pair](t, rec); next.RefreshToken != "" || next.CSRFToken == "" {
+		t.Errorf("refresh in cookie mode: %+v", next)
+	}
+	if !strings.Contains(strings.Join(rec.Header().Values("Set-Cookie"), ";"), "gatehouse_refresh=") {
+		t.Error("refresh did not set the new cookie")
+	}
+	// The old cookie's token is now rotated: reuse.
+	wantStatus(t, viaCookie(p.CSRFToken), 401, "refresh_token_reused")
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/refresh", body: "{}"}), 400, "validation_failed")
+}
+
+// A whole exchange, logged at debug level: no password and no token may
+// appear anywhere in the log.
+func TestSecretsNeverLogged(t *testing.T) {
+	app := newTestApp(t, backends[0], nil)
+	const pw = "Sup3r-Secret-Passw0rd"
+	app.register(t, "leak@example.com", pw, "")
+	app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: "leak@example.com", Password: "Wr0ng-Secret-Guess"}})
+	p := app.login(t, "leak@example.com", pw, "")
+	next := decode[auth.Pair](t, app.refresh(p.RefreshToken, t))
+	app.refresh(p.RefreshToken, t) // reuse
+	app.me(t, next.AccessToken)
+	app.do(t, req{method: "GET", path: "/v1/auth/me?access_token=" + next.AccessToken})
+	app.do(t, req{method: "POST", path: "/v1/auth/password", bearer: next.AccessToken,
+		body: auth.PasswordRequest{CurrentPassword: pw, NewPassword: "An0ther-Secret-Pw"}})
+	logs := app.logs.String()
+	if !strings.Contains(logs, `"msg":"audit"`) || !strings.Contains(logs, `"action":"auth.refresh_token_reused"`) {
+		t.Fatalf("the exchange was not logged:\n%s", logs)
+	}
+	for _, secret := range []string{pw, "Wr0ng-Secret-Guess", "An0ther-Secret-Pw", p.AccessToken, p.RefreshToken,
+		next.AccessToken, next.RefreshToken, "$2a$"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log contains a secret (%.12s…)", secret)
+		}
+	}
+	if strings.Contains(logs, "leak@example.com") && !strings.Contains(logs, "l***@example.com") {
+		t.Error("the failed login's email is not masked")
+	}
+}

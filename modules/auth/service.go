@@ -1,0 +1,645 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/mail"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
+	"gorm.io/gorm"
+
+	"gatehouse/platform/audit"
+	"gatehouse/platform/fault"
+	"gatehouse/platform/httpx"
+	"gatehouse/platform/kv"
+	"gatehouse/platform/token"
+)
+
+// Config holds the settings of sign-in and sessions.
+type Config struct {
+	AccessTTL        time.Duration
+	Leeway           time.Duration
+	RefreshTTL       time.Duration // idle expiry of a refresh token
+	SessionMaxAge    time.Duration // absolute end of a session
+	BcryptCost       int
+	LockoutThreshold int
+	LockoutDuration  time.Duration
+	DefaultTenant    string
+	// FailDelay is the first of the growing delays put on failed logins
+	// before the lockout; it doubles with each failure. 0 in tests.
+	FailDelay time.Duration
+}
+
+// Password bounds. bcrypt reads only the first 72 bytes of a password, so
+// longer ones are refused rather than silently truncated.
+const (
+	minPassword = 8
+	maxPassword = 72
+	maxEmail    = 254
+	maxName     = 200
+)
+
+// Client describes where a request comes from, for session records.
+type Client struct {
+	IP, UserAgent string
+}
+
+// Pair is the OAuth 2.0 token response.
+type Pair struct {
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	ExpiresIn        int    `json:"expires_in"`
+	RefreshToken     string `json:"refresh_token,omitempty"`
+	RefreshExpiresIn int    `json:"refresh_expires_in"`
+	// CSRFToken is set in cookie mode only: send it back as X-CSRF-Token
+	// when the refresh token travels in the cookie.
+	CSRFToken string `json:"csrf_token,omitempty"`
+}
+
+// Service holds the rules of accounts, sign-in and sessions.
+type Service struct {
+	store  store
+	tokens *token.Service
+	kv     kv.Store
+	cfg    Config
+	log    *slog.Logger
+	events audit.Recorder
+	now    func() time.Time
+	// dummyHash is compared against when the email is unknown, so that an
+	// unknown email costs the same bcrypt time as a wrong password.
+	dummyHash []byte
+}
+
+func newService(st store, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
+	dummy, err := bcrypt.GenerateFromPassword([]byte("not a password of anyone"), cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{store: st, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
+		now: func() time.Time { return time.Now().UTC() }, dummyHash: dummy}, nil
+}
+
+// normalizeEmail trims and lower-cases an email, and checks its form.
+func normalizeEmail(email string) (string, error) {
+	e := strings.ToLower(strings.TrimSpace(email))
+	if e == "" {
+		return "", fault.Field("email", "email is required")
+	}
+	if len(e) > maxEmail {
+		return "", fault.Field("email", "email is too long")
+	}
+	a, err := mail.ParseAddress(e)
+	if err != nil || a.Address != e || !strings.Contains(e[strings.LastIndexByte(e, '@'):], ".") {
+		return "", fault.Field("email", "email is not a valid address")
+	}
+	return e, nil
+}
+
+func checkPassword(field, pw string) error {
+	switch {
+	case utf8.RuneCountInString(pw) < minPassword:
+		return fault.Field(field, fmt.Sprintf("password must have at least %d characters", minPassword))
+	case len(pw) > maxPassword:
+		return fault.Field(field, fmt.Sprintf("password must be at most %d bytes (bcrypt's limit)", maxPassword))
+	}
+	return nil
+}
+
+// Register creates a user and its membership in the named tenant (or the
+// default one). An email already registered anywhere answers
+// ErrAlreadyRegistered, which says nothing about which tenant holds it.
+func (s *Service) Register(ctx context.Context, email, password, name, tenantSlug string) (User, Tenant, error) {
+	email, err := normalizeEmail(email)
+	if err != nil {
+		return User{}, Tenant{}, err
+	}
+	if err := checkPassword("password", password); err != nil {
+		return User{}, Tenant{}, err
+	}
+	name = strings.TrimSpace(name)
+	if utf8.RuneCountInString(name) > maxName {
+		return User{}, Tenant{}, fault.Field("name", "name is too long")
+	}
+	t, err := s.tenant(ctx, tenantSlug)
+	if err != nil {
+		return User{}, Tenant{}, err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cfg.BcryptCost)
+	if err != nil {
+		return User{}, Tenant{}, err
+	}
+	now := s.now()
+	u := User{ID: newID(), Email: email, Name: name, PasswordHash: string(hash), Status: statusActive, CreatedAt: now, UpdatedAt: now}
+	m := Membership{UserID: u.ID, TenantID: t.ID, Roles: "member", Status: statusActive, CreatedAt: now}
+	if err := s.store.createUser(ctx, u, m); err != nil {
+		if errors.Is(err, fault.ErrConflict) {
+			s.record(ctx, audit.Event{Action: "auth.register", Outcome: audit.Failure, TenantID: t.ID,
+				Actor: audit.Anonymous(email), Metadata: map[string]any{"reason": "already_registered"}})
+			return User{}, Tenant{}, ErrAlreadyRegistered
+		}
+		return User{}, Tenant{}, err
+	}
+	s.record(ctx, audit.Event{Action: "auth.register", Outcome: audit.Success, TenantID: t.ID,
+		Actor: audit.User(u.ID), ResourceType: "user", ResourceID: u.ID})
+	return u, t, nil
+}
+
+// tenant returns the tenant named by slug, or the default tenant.
+func (s *Service) tenant(ctx context.Context, slug string) (Tenant, error) {
+	if slug == "" {
+		slug = s.cfg.DefaultTenant
+	}
+	if len(slug) > 64 {
+		return Tenant{}, ErrUnknownTenant
+	}
+	t, err := s.store.tenantBySlug(ctx, slug)
+	if isNotFound(err) || (err == nil && t.Status != statusActive) {
+		return Tenant{}, ErrUnknownTenant
+	}
+	return t, err
+}
+
+// Login checks the credentials and starts a session in the named tenant,
+// or in the user's only tenant when none is named.
+func (s *Service) Login(ctx context.Context, email, password, tenantSlug string, client Client) (Pair, error) {
+	email, err := normalizeEmail(email)
+	if err != nil {
+		return Pair{}, err
+	}
+	if until, err := s.kv.Get(ctx, "login:lock:"+digest(email)); err == nil {
+		return Pair{}, s.locked(until)
+	} else if !errors.Is(err, kv.ErrNotFound) {
+		return Pair{}, err
+	}
+	if password == "" || len(password) > maxPassword {
+		// No account has such a password; still cost what a check costs.
+		bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		return Pair{}, s.failLogin(ctx, email, "", "bad_password_length")
+	}
+	u, err := s.store.userByEmail(ctx, email)
+	if isNotFound(err) {
+		bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		return Pair{}, s.failLogin(ctx, email, "", "unknown_email")
+	}
+	if err != nil {
+		return Pair{}, err
+	}
+	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+		return Pair{}, s.failLogin(ctx, email, u.ID, "wrong_password")
+	}
+	if u.Status != statusActive {
+		return Pair{}, s.failLogin(ctx, email, u.ID, "user_"+u.Status)
+	}
+	t, m, err := s.pickMembership(ctx, u.ID, tenantSlug)
+	if err != nil {
+		if errors.Is(err, ErrTenantRequired) {
+			return Pair{}, err
+		}
+		// Not a member there: the same answer as a wrong password, so
+		// memberships cannot be probed.
+		return Pair{}, s.failLogin(ctx, email, u.ID, "not_a_member")
+	}
+	if err := s.kv.Delete(ctx, "login:fail:"+digest(email)); err != nil {
+		return Pair{}, err
+	}
+	pair, sid, err := s.startSession(ctx, u.ID, t, m, client)
+	if err != nil {
+		return Pair{}, err
+	}
+	s.record(ctx, audit.Event{Action: "auth.login", Outcome: audit.Success, TenantID: t.ID, Actor: audit.User(u.ID),
+		ResourceType: "session", ResourceID: sid})
+	return pair, nil
+}
+
+// pickMembership finds the active membership in the named tenant, or the
+// only one when no tenant is named.
+func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tenant, Membership, error) {
+	if slug == "" {
+		ms, err := s.store.memberships(ctx, userID)
+		if err != nil {
+			return Tenant{}, Membership{}, err
+		}
+		switch len(ms) {
+		case 0:
+			return Tenant{}, Membership{}, ErrNotMember
+		case 1:
+			t, err := s.store.tenantByID(ctx, ms[0].TenantID)
+			if err == nil && t.Status != statusActive {
+				return Tenant{}, Membership{}, ErrNotMember
+			}
+			return t, ms[0], err
+		}
+		return Tenant{}, Membership{}, ErrTenantRequired
+	}
+	t, err := s.tenant(ctx, slug)
+	if err != nil {
+		return Tenant{}, Membership{}, ErrNotMember
+	}
+	m, err := s.store.membership(ctx, userID, t.ID)
+	if isNotFound(err) || (err == nil && m.Status != statusActive) {
+		return Tenant{}, Membership{}, ErrNotMember
+	}
+	return t, m, err
+}
+
+// failLogin counts a failed login for the email, locks the account at the
+// threshold, and slows the next tries down before that.
+func (s *Service) failLogin(ctx context.Context, email, userID, reason string) error {
+	actor := audit.Anonymous(email)
+	if userID != "" {
+		actor = audit.User(userID)
+	}
+	s.record(ctx, audit.Event{Action: "auth.login", Outcome: audit.Failure, Actor: actor, Metadata: map[string]any{"reason": reason}})
+	n, err := s.kv.Incr(ctx, "login:fail:"+digest(email), 1, s.cfg.LockoutDuration)
+	if err != nil {
+		return err
+	}
+	if n >= int64(s.cfg.LockoutThreshold) {
+		until := s.now().Add(s.cfg.LockoutDuration)
+		if err := s.kv.Set(ctx, "login:lock:"+digest(email), []byte(strconv.FormatInt(until.Unix(), 10)), s.cfg.LockoutDuration); err != nil {
+			return err
+		}
+		if err := s.kv.Delete(ctx, "login:fail:"+digest(email)); err != nil {
+			return err
+		}
+		s.record(ctx, audit.Event{Action: "auth.lockout", Outcome: audit.Success, Actor: actor,
+			Metadata: map[string]any{"until": until}})
+		return s.locked([]byte(strconv.FormatInt(until.Unix(), 10)))
+	}
+	if n >= 2 && s.cfg.FailDelay > 0 {
+		delay := min(s.cfg.FailDelay<<(n-2), 2*time.Second)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+		}
+	}
+	return ErrInvalidCredentials
+}
+
+// LockedError is ErrAccountLocked with the time to wait, for Retry-After.
+type LockedError struct{ RetryAfter time.Duration }
+
+func (e LockedError) Error() string { return ErrAccountLocked.Error() }
+func (e LockedError) Unwrap() error { return ErrAccountLocked }
+
+func (s *Service) locked(until []byte) error {
+	sec, _ := strconv.ParseInt(string(until), 10, 64)
+	return LockedError{RetryAfter: max(time.Unix(sec, 0).Sub(s.now()), time.Second)}
+}
+
+// startSession opens a session in the tenant and issues its first pair.
+func (s *Service) startSession(ctx context.Context, userID string, t Tenant, m Membership, client Client) (Pair, string, error) {
+	now := s.now()
+	raw, hash := newRefreshToken()
+	sess := Session{ID: newID(), UserID: userID, TenantID: t.ID, UserAgent: truncate(client.UserAgent, 256),
+		IP: client.IP, CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxAge)}
+	rt := RefreshToken{ID: newID(), SessionID: sess.ID, TokenHash: hash, CreatedAt: now, ExpiresAt: s.refreshExpiry(now, sess)}
+	if err := s.store.createSession(ctx, sess, rt); err != nil {
+		return Pair{}, "", err
+	}
+	pair, err := s.pair(ctx, userID, t.ID, sess.ID, m, raw, rt.ExpiresAt)
+	return pair, sess.ID, err
+}
+
+// refreshExpiry is the idle expiry, cut at the session's absolute end.
+func (s *Service) refreshExpiry(now time.Time, sess Session) time.Time {
+	exp := now.Add(s.cfg.RefreshTTL)
+	if exp.After(sess.ExpiresAt) {
+		return sess.ExpiresAt
+	}
+	return exp
+}
+
+func (s *Service) pair(ctx context.Context, userID, tenantID, sid string, m Membership, refresh string, refreshExp time.Time) (Pair, error) {
+	access, _, err := s.tokens.Issue(ctx, userID, tenantID, sid, strings.Fields(m.Roles))
+	if err != nil {
+		return Pair{}, err
+	}
+	return Pair{AccessToken: access, TokenType: "Bearer", ExpiresIn: int(s.cfg.AccessTTL.Seconds()),
+		RefreshToken: refresh, RefreshExpiresIn: int(refreshExp.Sub(s.now()).Seconds())}, nil
+}
+
+// Refresh rotates a refresh token: the token is used up and a new pair is
+// issued in the same session. A token used again after its rotation, past
+// the tenant's grace, revokes the whole session: whoever holds the other
+// copy — the user or a thief — must sign in again.
+func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair, error) {
+	hash, ok := parseRefreshToken(raw)
+	if !ok {
+		return Pair{}, ErrInvalidRefresh
+	}
+	rt, sess, err := s.store.refreshToken(ctx, hash)
+	if isNotFound(err) {
+		return Pair{}, ErrInvalidRefresh
+	}
+	if err != nil {
+		return Pair{}, err
+	}
+	now := s.now()
+	if sess.RevokedAt != nil || !now.Before(sess.ExpiresAt) || !now.Before(rt.ExpiresAt) {
+		return Pair{}, ErrInvalidRefresh
+	}
+	t, err := s.store.tenantByID(ctx, sess.TenantID)
+	if err != nil {
+		return Pair{}, err
+	}
+	m, err := s.store.membership(ctx, sess.UserID, sess.TenantID)
+	if isNotFound(err) || (err == nil && (m.Status != statusActive || t.Status != statusActive)) {
+		return Pair{}, ErrInvalidRefresh
+	}
+	if err != nil {
+		return Pair{}, err
+	}
+
+	won, err := s.store.markUsed(ctx, rt.ID, now)
+	if err != nil {
+		return Pair{}, err
+	}
+	if !won {
+		// Already rotated: a bounded extra use within the grace, or reuse.
+		window := time.Duration(t.RefreshGraceWindowMS) * time.Millisecond
+		grace := false
+		if t.RefreshGraceUses > 0 {
+			if grace, err = s.store.useGrace(ctx, rt.ID, t.RefreshGraceUses, now.Add(-window)); err != nil {
+				return Pair{}, err
+			}
+		}
+		if !grace {
+			return Pair{}, s.reused(ctx, sess)
+		}
+	}
+	next, nextHash := newRefreshToken()
+	parent := rt.ID
+	child := RefreshToken{ID: newID(), SessionID: sess.ID, ParentID: &parent, TokenHash: nextHash, CreatedAt: now,
+		ExpiresAt: s.refreshExpiry(now, sess)}
+	if err := s.store.addRefreshToken(ctx, child, now); err != nil {
+		return Pair{}, err
+	}
+	s.record(ctx, audit.Event{Action: "auth.refresh", Outcome: audit.Success, TenantID: sess.TenantID,
+		Actor: audit.User(sess.UserID), ResourceType: "session", ResourceID: sess.ID,
+		Metadata: map[string]any{"grace": !won}})
+	return s.pair(ctx, sess.UserID, sess.TenantID, sess.ID, m, next, child.ExpiresAt)
+}
+
+// reused revokes the session whose rotated token came back.
+func (s *Service) reused(ctx context.Context, sess Session) error {
+	ids, err := s.store.revokeSessions(ctx, sess.UserID, "refresh_token_reused", s.now(),
+		func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sess.ID) })
+	if err != nil {
+		return err
+	}
+	if err := s.denySessions(ctx, ids); err != nil {
+		return err
+	}
+	s.record(ctx, audit.Event{Action: "auth.refresh_token_reused", Outcome: audit.Failure, TenantID: sess.TenantID,
+		Actor: audit.User(sess.UserID), ResourceType: "session", ResourceID: sess.ID,
+		Metadata: map[string]any{"family_revoked": true}})
+	return ErrRefreshReused
+}
+
+// Sessions and access tokens are revoked in the database, and denied in kv
+// so that every instance refuses their access tokens on the next request.
+// A session's denial needs to outlive only the access tokens issued in it.
+func (s *Service) denySessions(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.cfg.AccessTTL+s.cfg.Leeway); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) denyToken(ctx context.Context, id *httpx.Identity) error {
+	ttl := time.Until(id.ExpiresAt) + s.cfg.Leeway
+	if ttl <= 0 {
+		return nil
+	}
+	return s.kv.Set(ctx, "deny:jti:"+id.TokenID, []byte{1}, ttl)
+}
+
+// Authenticate verifies an access token and checks that neither its
+// session nor the token itself has been revoked.
+func (s *Service) Authenticate(ctx context.Context, raw string) (*httpx.Identity, error) {
+	c, err := s.verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	return &httpx.Identity{UserID: c.Subject, TenantID: c.TenantID, SessionID: c.SessionID, TokenID: c.ID,
+		Roles: c.Roles, ExpiresAt: c.ExpiresAt.Time}, nil
+}
+
+func (s *Service) verify(ctx context.Context, raw string) (*token.Claims, error) {
+	c, err := s.tokens.Verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	for _, key := range []string{"deny:sid:" + c.SessionID, "deny:jti:" + c.ID} {
+		if _, err := s.kv.Get(ctx, key); err == nil {
+			return nil, fmt.Errorf("%w: revoked (%s)", token.ErrInvalidToken, key[:8])
+		} else if !errors.Is(err, kv.ErrNotFound) {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Introspect returns the claims of a live access token for a service
+// client, or nil when the token is not active.
+func (s *Service) Introspect(ctx context.Context, raw, clientID string) (*token.Claims, error) {
+	c, err := s.verify(ctx, raw)
+	if errors.Is(err, token.ErrInvalidToken) {
+		err = nil
+	}
+	s.record(ctx, audit.Event{Action: "oauth.introspect", Outcome: audit.Success, Actor: audit.Service(clientID),
+		Metadata: map[string]any{"active": c != nil}})
+	return c, err
+}
+
+// Logout revokes the caller's session and denies its access token; a
+// refresh token given along ends its session too, if it is the caller's.
+func (s *Service) Logout(ctx context.Context, id *httpx.Identity, refresh string) error {
+	sids := []string{id.SessionID}
+	if hash, ok := parseRefreshToken(refresh); ok {
+		if _, sess, err := s.store.refreshToken(ctx, hash); err == nil && sess.UserID == id.UserID {
+			sids = append(sids, sess.ID)
+		}
+	}
+	ids, err := s.store.revokeSessions(ctx, id.UserID, "logout", s.now(),
+		func(q *gorm.DB) *gorm.DB { return q.Where("id IN ?", sids) })
+	if err != nil {
+		return err
+	}
+	if err := s.denySessions(ctx, append(ids, id.SessionID)); err != nil {
+		return err
+	}
+	if err := s.denyToken(ctx, id); err != nil {
+		return err
+	}
+	s.record(ctx, audit.Event{Action: "auth.logout", Outcome: audit.Success, TenantID: id.TenantID,
+		Actor: audit.User(id.UserID), ResourceType: "session", ResourceID: id.SessionID})
+	return nil
+}
+
+// LogoutAll revokes every session of the caller, in every tenant.
+func (s *Service) LogoutAll(ctx context.Context, id *httpx.Identity) error {
+	ids, err := s.store.revokeSessions(ctx, id.UserID, "logout_all", s.now(), nil)
+	if err != nil {
+		return err
+	}
+	if err := s.denySessions(ctx, append(ids, id.SessionID)); err != nil {
+		return err
+	}
+	if err := s.denyToken(ctx, id); err != nil {
+		return err
+	}
+	s.record(ctx, audit.Event{Action: "auth.logout_all", Outcome: audit.Success, TenantID: id.TenantID,
+		Actor: audit.User(id.UserID), Metadata: map[string]any{"sessions": len(ids)}})
+	return nil
+}
+
+// RevokeSession ends one of the caller's sessions. Another user's session
+// is not found, never forbidden: its existence is not confirmed.
+func (s *Service) RevokeSession(ctx context.Context, id *httpx.Identity, sessionID string) error {
+	if _, err := uuid.Parse(sessionID); err != nil {
+		return ErrSessionMissing
+	}
+	ids, err := s.store.revokeSessions(ctx, id.UserID, "revoked_by_user", s.now(),
+		func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sessionID) })
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return ErrSessionMissing
+	}
+	if err := s.denySessions(ctx, ids); err != nil {
+		return err
+	}
+	s.record(ctx, audit.Event{Action: "auth.session_revoke", Outcome: audit.Success, TenantID: id.TenantID,
+		Actor: audit.User(id.UserID), ResourceType: "session", ResourceID: sessionID})
+	return nil
+}
+
+// ChangePassword sets a new password after checking the current one, and
+// revokes every other session of the user.
+func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, current, next string) error {
+	if err := checkPassword("new_password", next); err != nil {
+		return err
+	}
+	u, err := s.store.userByID(ctx, id.UserID)
+	if err != nil {
+		return err
+	}
+	if len(current) > maxPassword || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(current)) != nil {
+		s.record(ctx, audit.Event{Action: "auth.password_change", Outcome: audit.Failure, TenantID: id.TenantID,
+			Actor: audit.User(id.UserID), Metadata: map[string]any{"reason": "wrong_current_password"}})
+		return ErrWrongPassword
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(next), s.cfg.BcryptCost)
+	if err != nil {
+		return err
+	}
+	if err := s.store.setPassword(ctx, u.ID, string(hash), s.now()); err != nil {
+		return err
+	}
+	ids, err := s.store.revokeSessions(ctx, u.ID, "password_changed", s.now(),
+		func(q *gorm.DB) *gorm.DB { return q.Where("id <> ?", id.SessionID) })
+	if err != nil {
+		return err
+	}
+	if err := s.denySessions(ctx, ids); err != nil {
+		return err
+	}
+	s.record(ctx, audit.Event{Action: "auth.password_change", Outcome: audit.Success, TenantID: id.TenantID,
+		Actor: audit.User(id.UserID), Metadata: map[string]any{"sessions_revoked": len(ids)}})
+	return nil
+}
+
+// SwitchTenant opens a session in another tenant the caller belongs to.
+func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug string, client Client) (Pair, error) {
+	if slug == "" {
+		return Pair{}, fault.Field("tenant", "tenant is required")
+	}
+	t, m, err := s.pickMembership(ctx, id.UserID, slug)
+	if err != nil {
+		return Pair{}, ErrNotMember
+	}
+	pair, sid, err := s.startSession(ctx, id.UserID, t, m, client)
+	if err != nil {
+		return Pair{}, err
+	}
+	s.record(ctx, audit.Event{Action: "auth.switch_tenant", Outcome: audit.Success, TenantID: t.ID,
+		Actor: audit.User(id.UserID), ResourceType: "session", ResourceID: sid,
+		Metadata: map[string]any{"from_tenant": id.TenantID}})
+	return pair, nil
+}
+
+// Me returns the caller's account and its tenant.
+func (s *Service) Me(ctx context.Context, id *httpx.Identity) (User, Tenant, error) {
+	u, err := s.store.userByID(ctx, id.UserID)
+	if err != nil {
+		return User{}, Tenant{}, err
+	}
+	t, err := s.store.tenantByID(ctx, id.TenantID)
+	return u, t, err
+}
+
+// Sessions lists the caller's live sessions.
+func (s *Service) Sessions(ctx context.Context, id *httpx.Identity) ([]Session, error) {
+	return s.store.liveSessions(ctx, id.UserID, s.now())
+}
+
+func (s *Service) record(ctx context.Context, e audit.Event) {
+	if s.events != nil {
+		s.events.Record(ctx, e)
+	}
+}
+
+// Refresh tokens are 256 random bits, base64url. Only their SHA-256 is
+// stored: a leaked database holds no usable token.
+const refreshBytes = 32
+
+func newRefreshToken() (string, []byte) {
+	b := make([]byte, refreshBytes)
+	rand.Read(b)
+	raw := base64.RawURLEncoding.EncodeToString(b)
+	sum := sha256.Sum256([]byte(raw))
+	return raw, sum[:]
+}
+
+// parseRefreshToken checks a token's form before any lookup.
+func parseRefreshToken(raw string) ([]byte, bool) {
+	if len(raw) != base64.RawURLEncoding.EncodedLen(refreshBytes) {
+		return nil, false
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(raw); err != nil {
+		return nil, false
+	}
+	sum := sha256.Sum256([]byte(raw))
+	return sum[:], true
+}
+
+// digest names an email in kv keys without storing the address itself.
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:16])
+}
+
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

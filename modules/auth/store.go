@@ -1,0 +1,164 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"gatehouse/platform/db"
+	"gatehouse/platform/fault"
+)
+
+// store reads and writes the identity tables. Every method translates
+// gorm's errors into fault values (db.Translate).
+type store struct{ db *db.DB }
+
+func (s store) conn(ctx context.Context) *gorm.DB { return s.db.Conn(ctx) }
+
+// ensureTenant creates the tenant with this slug unless it exists; several
+// instances starting at once all end with the one row.
+func (s store) ensureTenant(ctx context.Context, t Tenant) (Tenant, error) {
+	err := s.conn(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "slug"}}, DoNothing: true}).Create(&t).Error
+	if err != nil {
+		return Tenant{}, db.Translate(err)
+	}
+	return s.tenantBySlug(ctx, t.Slug)
+}
+
+func (s store) tenantBySlug(ctx context.Context, slug string) (Tenant, error) {
+	var t Tenant
+	err := s.conn(ctx).Where("slug = ?", slug).First(&t).Error
+	return t, db.Translate(err)
+}
+
+func (s store) tenantByID(ctx context.Context, id string) (Tenant, error) {
+	var t Tenant
+	err := s.conn(ctx).Where("id = ?", id).First(&t).Error
+	return t, db.Translate(err)
+}
+
+// createUser inserts the user and its first membership together.
+func (s store) createUser(ctx context.Context, u User, m Membership) error {
+	return s.db.InTx(ctx, func(ctx context.Context) error {
+		if err := s.conn(ctx).Create(&u).Error; err != nil {
+			return db.Translate(err)
+		}
+		return db.Translate(s.conn(ctx).Create(&m).Error)
+	})
+}
+
+func (s store) userByEmail(ctx context.Context, email string) (User, error) {
+	var u User
+	err := s.conn(ctx).Where("email = ?", email).First(&u).Error
+	return u, db.Translate(err)
+}
+
+func (s store) userByID(ctx context.Context, id string) (User, error) {
+	var u User
+	err := s.conn(ctx).Where("id = ?", id).First(&u).Error
+	return u, db.Translate(err)
+}
+
+func (s store) setPassword(ctx context.Context, userID, hash string, now time.Time) error {
+	return db.Translate(s.conn(ctx).Model(&User{}).Where("id = ?", userID).
+		Updates(map[string]any{"password_hash": hash, "updated_at": now}).Error)
+}
+
+func (s store) membership(ctx context.Context, userID, tenantID string) (Membership, error) {
+	var m Membership
+	err := s.conn(ctx).Where("user_id = ? AND tenant_id = ?", userID, tenantID).First(&m).Error
+	return m, db.Translate(err)
+}
+
+func (s store) memberships(ctx context.Context, userID string) ([]Membership, error) {
+	var ms []Membership
+	err := s.conn(ctx).Where("user_id = ? AND status = ?", userID, statusActive).Order("created_at").Limit(1000).Find(&ms).Error
+	return ms, db.Translate(err)
+}
+
+// createSession starts a session with its first refresh token.
+func (s store) createSession(ctx context.Context, sess Session, rt RefreshToken) error {
+	return s.db.InTx(ctx, func(ctx context.Context) error {
+		if err := s.conn(ctx).Create(&sess).Error; err != nil {
+			return db.Translate(err)
+		}
+		return db.Translate(s.conn(ctx).Create(&rt).Error)
+	})
+}
+
+// refreshToken finds a refresh token by its hash, with its session.
+func (s store) refreshToken(ctx context.Context, hash []byte) (RefreshToken, Session, error) {
+	var rt RefreshToken
+	if err := s.conn(ctx).Where("token_hash = ?", hash).First(&rt).Error; err != nil {
+		return rt, Session{}, db.Translate(err)
+	}
+	sess, err := s.session(ctx, rt.SessionID)
+	return rt, sess, err
+}
+
+func (s store) session(ctx context.Context, id string) (Session, error) {
+	var sess Session
+	err := s.conn(ctx).Where("id = ?", id).First(&sess).Error
+	return sess, db.Translate(err)
+}
+
+// markUsed claims a refresh token for rotation. It is one conditional
+// UPDATE, so of any number of concurrent callers exactly one gets true.
+func (s store) markUsed(ctx context.Context, id string, now time.Time) (bool, error) {
+	res := s.conn(ctx).Model(&RefreshToken{}).Where("id = ? AND used_at IS NULL", id).Update("used_at", now)
+	return res.RowsAffected == 1, db.Translate(res.Error)
+}
+
+// useGrace claims one of a rotated token's extra uses, if fewer than max
+// were taken and it was rotated at or after since; atomic like markUsed.
+func (s store) useGrace(ctx context.Context, id string, max int, since time.Time) (bool, error) {
+	res := s.conn(ctx).Model(&RefreshToken{}).
+		Where("id = ? AND used_at IS NOT NULL AND used_at >= ? AND grace_uses < ?", id, since, max).
+		Update("grace_uses", gorm.Expr("grace_uses + 1"))
+	return res.RowsAffected == 1, db.Translate(res.Error)
+}
+
+// addRefreshToken adds a token to a live session and records its use.
+func (s store) addRefreshToken(ctx context.Context, rt RefreshToken, now time.Time) error {
+	return s.db.InTx(ctx, func(ctx context.Context) error {
+		if err := s.conn(ctx).Create(&rt).Error; err != nil {
+			return db.Translate(err)
+		}
+		return db.Translate(s.conn(ctx).Model(&Session{}).Where("id = ?", rt.SessionID).Update("last_used_at", now).Error)
+	})
+}
+
+// revokeSessions revokes the user's live sessions matching where (nil: all)
+// and returns their ids.
+func (s store) revokeSessions(ctx context.Context, userID string, reason string, now time.Time, where func(*gorm.DB) *gorm.DB) ([]string, error) {
+	var ids []string
+	err := s.db.InTx(ctx, func(ctx context.Context) error {
+		q := s.conn(ctx).Model(&Session{}).Where("user_id = ? AND revoked_at IS NULL", userID)
+		if where != nil {
+			q = where(q)
+		}
+		if err := q.Pluck("id", &ids).Error; err != nil {
+			return db.Translate(err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		return db.Translate(s.conn(ctx).Model(&Session{}).Where("id IN ? AND revoked_at IS NULL", ids).
+			Updates(map[string]any{"revoked_at": now, "revoked_reason": reason}).Error)
+	})
+	return ids, err
+}
+
+// liveSessions lists the user's sessions that are neither revoked nor over.
+func (s store) liveSessions(ctx context.Context, userID string, now time.Time) ([]Session, error) {
+	var out []Session
+	err := s.conn(ctx).Where("user_id = ? AND revoked_at IS NULL AND expires_at > ?", userID, now).
+		Order("last_used_at DESC").Limit(500).Find(&out).Error
+	return out, db.Translate(err)
+}
+
+// isNotFound reports whether err is a missing row.
+func isNotFound(err error) bool { return errors.Is(err, fault.ErrNotFound) }

@@ -1,0 +1,30 @@
+package httpx
+
+import (
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Identity is who is calling, as the authenticate step established it.
+type Identity struct {
+	UserID    string
+	TenantID  string
+	SessionID string
+	TokenID   string // the access token's jti
+	Roles     []string
+	ExpiresAt time.Time // the access token's exp
+}
+
+const identityKey = "gatehouse.identity"
+
+// SetIdentity records the caller's identity on the request; only the
+// authenticate step calls it.
+func SetIdentity(c echo.Context, id *Identity) { c.Set(identityKey, id) }
+
+// IdentityOf returns the caller's identity, or nil on a public route or
+// before authentication.
+func IdentityOf(c echo.Context) *Identity {
+	id, _ := c.Get(identityKey).(*Identity)
+	return id
+}
