@@ -123,13 +123,13 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return err
 		}
-		return rotateKeys(ctx, cfg, stdout)
+		return rotateKeys(ctx, cfg, stdout, stderr)
 	case len(cmd) == 2 && cmd[0] == "migrate" && (cmd[1] == "up" || cmd[1] == "status"):
 		cfg, err := config.Load(*configPath, getenv)
 		if err != nil {
 			return err
 		}
-		return migrate(ctx, cfg, cmd[1], stdout)
+		return migrate(ctx, cfg, cmd[1], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "gatehouse: unknown command %q\n", cmd)
 	return errUsage
@@ -200,8 +200,9 @@ func openDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*db.DB, e
 	return conn, nil
 }
 
-func migrate(ctx context.Context, cfg config.Config, action string, stdout io.Writer) error {
-	log := newLogger(cfg.Log, stdout)
+// One-shot commands log to stderr, so their stdout is only their answer.
+func migrate(ctx context.Context, cfg config.Config, action string, stdout, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
 	conn, err := openDB(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -231,8 +232,8 @@ func migrate(ctx context.Context, cfg config.Config, action string, stdout io.Wr
 // rotateKeys makes a new signing key. Running servers pick it up on their
 // own (see platform/token); tokens signed with the old key keep verifying
 // until they expire.
-func rotateKeys(ctx context.Context, cfg config.Config, stdout io.Writer) error {
-	log := newLogger(cfg.Log, stdout)
+func rotateKeys(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
 	conn, err := openDB(ctx, cfg, log)
 	if err != nil {
 		return err
