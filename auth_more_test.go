@@ -18,6 +18,7 @@ import (
 // field. Duplicate registration: 409, the same answer whichever tenant
 // holds the email.
 func TestRegisterBadInput(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], nil)
 	insertTenant(t, app, "acme")
 	app.register(t, "dave@example.com", "correct horse battery", "")
@@ -91,6 +92,7 @@ func addMembership(t *testing.T, app testApp, userID, tenantID, roles string) {
 // answer; five failures lock the account with 423 and Retry-After; a
 // success before the lock resets the count.
 func TestLoginFailuresAndLockout(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], nil)
 	insertTenant(t, app, "acme")
 	app.register(t, "erin@example.com", "correct horse battery", "")
@@ -135,6 +137,7 @@ type httptestRecorder = httpRecorder
 // Sessions: listed with device, IP and times; one revoked by id (another
 // user's id is 404); a password change ends every other session.
 func TestSessionsAndPassword(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], nil)
 	app.register(t, "gina@example.com", "correct horse battery", "")
 	app.register(t, "hank@example.com", "correct horse battery", "")
@@ -199,6 +202,7 @@ func TestSessionsAndPassword(t *testing.T) {
 // switch-tenant gives a pair for another membership, and refuses a tenant
 // the caller is not in; login with several memberships needs a tenant.
 func TestSwitchTenant(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], nil)
 	acme := insertTenant(t, app, "acme")
 	insertTenant(t, app, "other")
@@ -226,6 +230,7 @@ func TestSwitchTenant(t *testing.T) {
 
 // RFC 7662 introspection, for a configured service client only.
 func TestIntrospect(t *testing.T) {
+	t.Parallel()
 	sum := sha256.Sum256([]byte("s3rvice-secret"))
 	app := newTestApp(t, backends[0], func(c *config.Config) {
 		c.Auth.IntrospectClients = []string{"orders:" + hex.EncodeToString(sum[:])}
@@ -277,6 +282,7 @@ func TestIntrospect(t *testing.T) {
 // Cookie mode: the refresh token travels in an HttpOnly, SameSite=Strict
 // cookie scoped to /v1/auth, and reading it needs the CSRF token.
 func TestCookieMode(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], func(c *config.Config) { c.Auth.CookieSecure = true })
 	app.register(t, "kim@example.com", "correct horse battery", "")
 	rec := app.do(t, req{method: "POST", path: "/v1/auth/login",
@@ -329,6 +335,7 @@ func TestCookieMode(t *testing.T) {
 // A whole exchange, logged at debug level: no password and no token may
 // appear anywhere in the log.
 func TestSecretsNeverLogged(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], nil)
 	const pw = "Sup3r-Secret-Passw0rd"
 	app.register(t, "leak@example.com", pw, "")

@@ -116,6 +116,7 @@ func wantRejected(t *testing.T, rec *httptest.ResponseRecorder) {
 // Acceptance 1: register, login, me, refresh, reuse of the old refresh
 // token (the family dies), login again, logout (the token dies at once).
 func TestAuthFlow(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
@@ -172,6 +173,7 @@ func TestAuthFlow(t *testing.T) {
 // exactly one wins; with a grace of 2, exactly three. Uses past the bound
 // are reuse, so the family does not survive either run.
 func TestConcurrentRefresh(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends {
 		for _, grace := range []int{0, 2} {
 			t.Run(fmt.Sprintf("%s/grace=%d", b.name, grace), func(t *testing.T) {
@@ -217,6 +219,7 @@ func TestConcurrentRefresh(t *testing.T) {
 // Uses within the grace bound do not count as reuse: the family lives on,
 // and each extra use gave a working sibling pair.
 func TestRefreshGraceWithinBound(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], nil)
 	setGrace(t, app, 2, 10*time.Second)
 	app.register(t, "tabs@example.com", "correct horse battery", "")
@@ -238,6 +241,7 @@ func TestRefreshGraceWithinBound(t *testing.T) {
 
 // A grace use after the window has passed is reuse.
 func TestRefreshGraceWindowEnds(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], nil)
 	setGrace(t, app, 5, 300*time.Millisecond)
 	app.register(t, "slow@example.com", "correct horse battery", "")
@@ -261,6 +265,7 @@ func setGrace(t *testing.T, app testApp, uses int, window time.Duration) {
 // Acceptance 3: two instances share PostgreSQL and Redis; a logout on one
 // is honoured by the other on the very next request.
 func TestLogoutAcrossInstances(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, backends[1])
 	a, b := startApp(t, cfg), startApp(t, cfg)
 	a.register(t, "carol@example.com", "correct horse battery", "")

@@ -45,6 +45,7 @@ func signingKey(t *testing.T, app testApp) (string, *rsa.PrivateKey, []byte) {
 // Every kind of bad access token is refused with 401 invalid_token and the
 // WWW-Authenticate challenge, one case each.
 func TestBadAccessTokens(t *testing.T) {
+	t.Parallel()
 	app := newTestApp(t, backends[0], nil)
 	reg := app.register(t, "mallory@example.com", "correct horse battery", "")
 	good := app.login(t, "mallory@example.com", "correct horse battery", "")
@@ -150,6 +151,7 @@ func TestBadAccessTokens(t *testing.T) {
 // Acceptance 4, through the command: a token signed before `gatehouse keys
 // rotate` still verifies after it, and the JWKS lists both keys.
 func TestKeysRotateCommand(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, backends[0])
 	before := startApp(t, cfg)
 	before.register(t, "nina@example.com", "correct horse battery", "")
