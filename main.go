@@ -200,6 +200,20 @@ func openDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*db.DB, e
 	return conn, nil
 }
 
+// openMigrated opens the database and, unless database.auto_migrate is
+// off, applies pending migrations.
+func openMigrated(ctx context.Context, cfg config.Config, log *slog.Logger) (*db.DB, error) {
+	conn, err := openDB(ctx, cfg, log)
+	if err != nil || !cfg.Database.AutoMigrate {
+		return conn, err
+	}
+	if err := conn.Migrate(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("database: migrate: %w", err)
+	}
+	return conn, nil
+}
+
 // One-shot commands log to stderr, so their stdout is only their answer.
 func migrate(ctx context.Context, cfg config.Config, action string, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
@@ -234,16 +248,11 @@ func migrate(ctx context.Context, cfg config.Config, action string, stdout, stde
 // until they expire.
 func rotateKeys(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
-	conn, err := openDB(ctx, cfg, log)
+	conn, err := openMigrated(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if cfg.Database.AutoMigrate {
-		if err := conn.Migrate(ctx); err != nil {
-			return fmt.Errorf("database: migrate: %w", err)
-		}
-	}
 	tokens, err := newTokens(ctx, cfg, log, conn)
 	if err != nil {
 		return err
@@ -263,16 +272,11 @@ func rotateKeys(ctx context.Context, cfg config.Config, stdout, stderr io.Writer
 func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []httpx.Route) error {
 	log := newLogger(cfg.Log, logOut)
 	started := time.Now()
-	conn, err := openDB(ctx, cfg, log)
+	conn, err := openMigrated(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if cfg.Database.AutoMigrate {
-		if err := conn.Migrate(ctx); err != nil {
-			return fmt.Errorf("database: migrate: %w", err)
-		}
-	}
 	kvCtx, cancel := context.WithTimeout(ctx, cfg.Database.ConnectTimeout)
 	// go-redis logs through a package-level logger of its own (to stderr,
 	// unstructured); main is the one place allowed to set such state.

@@ -394,12 +394,8 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair,
 
 // reused revokes the session whose rotated token came back.
 func (s *Service) reused(ctx context.Context, sess Session) error {
-	ids, err := s.store.revokeSessions(ctx, sess.UserID, "refresh_token_reused", s.now(),
-		func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sess.ID) })
-	if err != nil {
-		return err
-	}
-	if err := s.denySessions(ctx, ids); err != nil {
+	if _, err := s.endSessions(ctx, sess.UserID, "refresh_token_reused",
+		func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sess.ID) }); err != nil {
 		return err
 	}
 	s.record(ctx, audit.Event{Action: "auth.refresh_token_reused", Outcome: audit.Failure, TenantID: sess.TenantID,
@@ -408,16 +404,21 @@ func (s *Service) reused(ctx context.Context, sess Session) error {
 	return ErrRefreshReused
 }
 
-// Sessions and access tokens are revoked in the database, and denied in kv
-// so that every instance refuses their access tokens on the next request.
-// A session's denial needs to outlive only the access tokens issued in it.
-func (s *Service) denySessions(ctx context.Context, ids []string) error {
+// endSessions revokes the user's live sessions that where selects (nil:
+// all) in the database, and denies them in kv so that every instance
+// refuses their access tokens on the next request. A session's denial
+// needs to outlive only the access tokens issued in it.
+func (s *Service) endSessions(ctx context.Context, userID, reason string, where func(*gorm.DB) *gorm.DB) ([]string, error) {
+	ids, err := s.store.revokeSessions(ctx, userID, reason, s.now(), where)
+	if err != nil {
+		return nil, err
+	}
 	for _, id := range ids {
 		if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.cfg.AccessTTL+s.cfg.Leeway); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return ids, nil
 }
 
 func (s *Service) denyToken(ctx context.Context, id *httpx.Identity) error {
@@ -475,12 +476,7 @@ func (s *Service) Logout(ctx context.Context, id *httpx.Identity, refresh string
 			sids = append(sids, sess.ID)
 		}
 	}
-	ids, err := s.store.revokeSessions(ctx, id.UserID, "logout", s.now(),
-		func(q *gorm.DB) *gorm.DB { return q.Where("id IN ?", sids) })
-	if err != nil {
-		return err
-	}
-	if err := s.denySessions(ctx, append(ids, id.SessionID)); err != nil {
+	if _, err := s.endSessions(ctx, id.UserID, "logout", func(q *gorm.DB) *gorm.DB { return q.Where("id IN ?", sids) }); err != nil {
 		return err
 	}
 	if err := s.denyToken(ctx, id); err != nil {
@@ -493,11 +489,8 @@ func (s *Service) Logout(ctx context.Context, id *httpx.Identity, refresh string
 
 // LogoutAll revokes every session of the caller, in every tenant.
 func (s *Service) LogoutAll(ctx context.Context, id *httpx.Identity) error {
-	ids, err := s.store.revokeSessions(ctx, id.UserID, "logout_all", s.now(), nil)
+	ids, err := s.endSessions(ctx, id.UserID, "logout_all", nil)
 	if err != nil {
-		return err
-	}
-	if err := s.denySessions(ctx, append(ids, id.SessionID)); err != nil {
 		return err
 	}
 	if err := s.denyToken(ctx, id); err != nil {
@@ -514,16 +507,12 @@ func (s *Service) RevokeSession(ctx context.Context, id *httpx.Identity, session
 	if _, err := uuid.Parse(sessionID); err != nil {
 		return ErrSessionMissing
 	}
-	ids, err := s.store.revokeSessions(ctx, id.UserID, "revoked_by_user", s.now(),
-		func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sessionID) })
+	ids, err := s.endSessions(ctx, id.UserID, "revoked_by_user", func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sessionID) })
 	if err != nil {
 		return err
 	}
 	if len(ids) == 0 {
 		return ErrSessionMissing
-	}
-	if err := s.denySessions(ctx, ids); err != nil {
-		return err
 	}
 	s.record(ctx, audit.Event{Action: "auth.session_revoke", Outcome: audit.Success, TenantID: id.TenantID,
 		Actor: audit.User(id.UserID), ResourceType: "session", ResourceID: sessionID})
@@ -552,12 +541,8 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	if err := s.store.setPassword(ctx, u.ID, string(hash), s.now()); err != nil {
 		return err
 	}
-	ids, err := s.store.revokeSessions(ctx, u.ID, "password_changed", s.now(),
-		func(q *gorm.DB) *gorm.DB { return q.Where("id <> ?", id.SessionID) })
+	ids, err := s.endSessions(ctx, u.ID, "password_changed", func(q *gorm.DB) *gorm.DB { return q.Where("id <> ?", id.SessionID) })
 	if err != nil {
-		return err
-	}
-	if err := s.denySessions(ctx, ids); err != nil {
 		return err
 	}
 	s.record(ctx, audit.Event{Action: "auth.password_change", Outcome: audit.Success, TenantID: id.TenantID,
