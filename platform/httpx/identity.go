@@ -14,7 +14,20 @@ type Identity struct {
 	TokenID   string // the access token's jti
 	Roles     []string
 	ExpiresAt time.Time // the access token's exp
+	// HomeTenantID is the token's tid when a super admin acts inside
+	// another tenant (TenantID is then that tenant); else empty.
+	HomeTenantID string
+	// Scope is set by the authorize step: "all" when the caller holds the
+	// route's permission outright, "own" when only its ":own" form (the
+	// handler then limits itself to the caller's own resources).
+	Scope string
 }
+
+// Scopes of a granted permission.
+const (
+	ScopeAll = "all"
+	ScopeOwn = "own"
+)
 
 const identityKey = "gatehouse.identity"
 
