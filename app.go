@@ -10,7 +10,10 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 
+	"gatehouse/configs"
 	"gatehouse/modules/auth"
+	"gatehouse/modules/rbac"
+	"gatehouse/modules/tenant"
 	"gatehouse/platform/audit"
 	"gatehouse/platform/config"
 	"gatehouse/platform/db"
@@ -40,14 +43,34 @@ func newTokens(ctx context.Context, cfg config.Config, log *slog.Logger, conn *d
 // newApp builds the HTTP application: the modules, the chain with their
 // slots, every route, the health endpoints, the OpenAPI document and the
 // docs page. It is the one place that wires modules together.
-func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, extra ...httpx.Route) (*httpx.Server, error) {
+// app is the built application: the server, and the modules whose
+// services commands use.
+type app struct {
+	*httpx.Server
+	auth *auth.Module
+	rbac *rbac.Module
+}
+
+func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, extra ...httpx.Route) (*app, error) {
 	tokens, err := newTokens(ctx, cfg, log, conn)
 	if err != nil {
 		return nil, err
 	}
 	events := audit.Log{Logger: log}
+	catalogue, err := rbac.LoadCatalogue(configs.Roles)
+	if err != nil {
+		return nil, fmt.Errorf("configs/roles.yaml: %w", err)
+	}
+	// rbac and tenant need each other: rbac asks tenant who is an active
+	// member, tenant asks rbac about roles. members is bound to the tenant
+	// module once it exists, before any request is served.
+	members := &lateMembers{}
+	authz, err := rbac.New(ctx, rbac.Deps{DB: conn, KV: store, Log: log, Events: events, Catalogue: catalogue, Members: members})
+	if err != nil {
+		return nil, fmt.Errorf("rbac: %w", err)
+	}
 	a := cfg.Auth
-	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: store, Tokens: tokens, Log: log, Events: events,
+	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: store, Tokens: tokens, Roles: authz.Service(), Log: log, Events: events,
 		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
 		Config: auth.Config{AccessTTL: a.AccessTTL, Leeway: a.Leeway, RefreshTTL: a.RefreshTTL, SessionMaxAge: a.SessionMaxAge,
 			BcryptCost: a.BcryptCost, LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
@@ -55,13 +78,20 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
+	tenants, err := tenant.New(ctx, tenant.Deps{DB: conn, KV: store, Users: tenantUsers{authn.Service()}, Roles: authz.Service(),
+		Events: events, BaseDomain: cfg.Tenancy.BaseDomain})
+	if err != nil {
+		return nil, fmt.Errorf("tenant: %w", err)
+	}
+	members.svc = tenants.Service()
+
 	srv := httpx.New(httpx.Options{
 		Logger:       log,
 		PublicURL:    cfg.HTTP.PublicURL,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		HSTSMaxAge:   cfg.HTTP.HSTSMaxAge,
 		CORS:         cfg.CORS,
-		Slots:        httpx.Slots{Authenticate: authn.Authenticate},
+		Slots:        httpx.Slots{Authenticate: authn.Authenticate, Tenant: tenants.Resolve, Authorize: authz.Authorize},
 	})
 	checks := health.New(cfg.Health.Timeout, log,
 		health.Check{Name: "database", Backend: conn.Dialect(), Required: true, Ping: conn.Ping},
@@ -70,7 +100,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	if err := srv.Mount(checks.Routes()...); err != nil {
 		return nil, err
 	}
-	for _, routes := range [][]httpx.Route{tokens.Routes(), authn.Routes(), extra} {
+	for _, routes := range [][]httpx.Route{tokens.Routes(), authn.Routes(), tenants.Routes(), authz.Routes(), extra} {
 		if err := srv.Mount(routes...); err != nil {
 			return nil, err
 		}
@@ -99,5 +129,34 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 			c.Response().Header().Set("Cache-Control", "no-cache")
 			return c.JSONBlob(http.StatusOK, spec)
 		}})
-	return srv, err
+	return &app{Server: srv, auth: authn, rbac: authz}, err
+}
+
+// lateMembers gives rbac the tenant module's membership check, bound after
+// both exist.
+type lateMembers struct{ svc *tenant.Service }
+
+func (m *lateMembers) ActiveMember(ctx context.Context, tenantID, userID string) (bool, error) {
+	return m.svc.ActiveMember(ctx, tenantID, userID)
+}
+
+// tenantUsers gives the tenant module what it needs of auth's accounts.
+type tenantUsers struct{ a *auth.Service }
+
+func (u tenantUsers) UserByEmail(ctx context.Context, email string) (tenant.User, error) {
+	info, err := u.a.UserByEmail(ctx, email)
+	return tenant.User(info), err
+}
+
+func (u tenantUsers) Users(ctx context.Context, ids []string) (map[string]tenant.User, error) {
+	infos, err := u.a.Users(ctx, ids)
+	out := make(map[string]tenant.User, len(infos))
+	for id, info := range infos {
+		out[id] = tenant.User(info)
+	}
+	return out, err
+}
+
+func (u tenantUsers) EndTenantSessions(ctx context.Context, tenantID, userID, reason string) error {
+	return u.a.EndTenantSessions(ctx, tenantID, userID, reason)
 }

@@ -62,7 +62,7 @@ func testConfig(t *testing.T, b backend) config.Config {
 
 // testApp is a running App with handles on what it runs on.
 type testApp struct {
-	*httpx.Server
+	*app
 	db   *db.DB
 	kv   kv.Store
 	logs *syncBuffer
@@ -88,7 +88,7 @@ func (b *syncBuffer) String() string {
 
 // startApp builds an App from cfg; two calls with one cfg are two
 // instances sharing the database and the key-value store.
-func startApp(t testing.TB, cfg config.Config) testApp {
+func startApp(t testing.TB, cfg config.Config, extra ...httpx.Route) testApp {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -109,11 +109,11 @@ func startApp(t testing.TB, cfg config.Config) testApp {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	app, err := newApp(ctx, cfg, log, conn, store)
+	a, err := newApp(ctx, cfg, log, conn, store, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testApp{Server: app, db: conn, kv: store, logs: logs}
+	return testApp{app: a, db: conn, kv: store, logs: logs}
 }
 
 // newTestApp builds the App on a backend; mod may change the settings.

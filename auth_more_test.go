@@ -78,12 +78,16 @@ func insertTenant(t *testing.T, app testApp, slug string) string {
 	return id
 }
 
-func addMembership(t *testing.T, app testApp, userID, tenantID, roles string) {
+func addMembership(t *testing.T, app testApp, userID, tenantID, role string) {
 	t.Helper()
-	err := app.db.Conn(context.Background()).Exec(
-		"INSERT INTO memberships (user_id, tenant_id, roles, status, created_at) VALUES (?, ?, ?, 'active', CURRENT_TIMESTAMP)",
-		userID, tenantID, roles).Error
+	ctx := context.Background()
+	err := app.db.Conn(ctx).Exec(
+		"INSERT INTO memberships (user_id, tenant_id, status, created_at) VALUES (?, ?, 'active', CURRENT_TIMESTAMP)",
+		userID, tenantID).Error
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.rbac.Service().AssignRole(ctx, tenantID, userID, role); err != nil {
 		t.Fatal(err)
 	}
 }

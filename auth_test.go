@@ -47,6 +47,10 @@ func (a testApp) do(t testing.TB, r req) *httptest.ResponseRecorder {
 		hr.Header.Set("Authorization", "Bearer "+r.bearer)
 	}
 	for k, v := range r.header {
+		if k == "Host" {
+			hr.Host = v // Go reads the request's Host field, not the header
+			continue
+		}
 		hr.Header.Set(k, v)
 	}
 	for _, c := range r.cookies {

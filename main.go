@@ -6,6 +6,8 @@
 //	gatehouse [--config FILE] [serve]         serve HTTP (the default)
 //	gatehouse [--config FILE] migrate up      apply pending migrations
 //	gatehouse [--config FILE] migrate status  list applied and pending migrations
+//	gatehouse [--config FILE] admin super-admin add|remove EMAIL
+//	                                          make or unmake a platform-wide super admin
 //	gatehouse [--config FILE] health          probe this host's /health (container HEALTHCHECK)
 //	gatehouse [--config FILE] keys rotate     make a new signing key; old ones verify until their tokens expire
 //	gatehouse version                         print the version
@@ -50,6 +52,8 @@ commands:
   migrate up       apply pending database migrations
   migrate status   list applied and pending migrations
   keys rotate      make a new signing key (old keys stay in the JWKS until their tokens expire)
+  admin super-admin add|remove EMAIL
+                   make or unmake a platform-wide super admin (the account must exist)
   health           exit 0 if the server on this host answers /health (for HEALTHCHECK)
   version          print the version
 
@@ -118,6 +122,12 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		return probe(ctx, cfg, stdout)
+	case len(cmd) == 4 && cmd[0] == "admin" && cmd[1] == "super-admin" && (cmd[2] == "add" || cmd[2] == "remove"):
+		cfg, err := config.Load(*configPath, getenv)
+		if err != nil {
+			return err
+		}
+		return superAdmin(ctx, cfg, cmd[2] == "add", cmd[3], stdout, stderr)
 	case len(cmd) == 2 && cmd[0] == "keys" && cmd[1] == "rotate":
 		cfg, err := config.Load(*configPath, getenv)
 		if err != nil {
@@ -262,6 +272,40 @@ func rotateKeys(ctx context.Context, cfg config.Config, stdout, stderr io.Writer
 		return fmt.Errorf("keys rotate: %w", err)
 	}
 	fmt.Fprintf(stdout, "new signing key %s is active\n", kid)
+	return nil
+}
+
+// superAdmin makes the account with this email a super admin, or no
+// longer one. It goes through the key-value store too, so running instances
+// see the change on their next request.
+func superAdmin(ctx context.Context, cfg config.Config, on bool, email string, stdout, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
+	conn, err := openMigrated(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	store, err := kv.Open(ctx, cfg.Redis.URL, cfg.Redis.Prefix)
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", err)
+	}
+	defer store.Close()
+	a, err := newApp(ctx, cfg, log, conn, store)
+	if err != nil {
+		return err
+	}
+	u, err := a.auth.Service().UserByEmail(ctx, email)
+	if err != nil {
+		return fmt.Errorf("no account %q: register it first", email)
+	}
+	if err := a.rbac.Service().SetSuperAdmin(ctx, u.ID, on); err != nil {
+		return err
+	}
+	state := "is now"
+	if !on {
+		state = "is no longer"
+	}
+	fmt.Fprintf(stdout, "%s %s a super admin\n", u.Email, state)
 	return nil
 }
 

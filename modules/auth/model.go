@@ -11,6 +11,8 @@ type Tenant struct {
 	Status               string
 	RefreshGraceUses     int
 	RefreshGraceWindowMS int `gorm:"column:refresh_grace_window_ms"`
+	DefaultRole          string
+	LoginMethods         string // space-separated: password, …
 	CreatedAt            time.Time
 }
 
@@ -25,11 +27,10 @@ type User struct {
 	UpdatedAt    time.Time
 }
 
-// Membership ties a user to a tenant, with that tenant's roles.
+// Membership ties a user to a tenant; its roles are the rbac module's.
 type Membership struct {
 	UserID    string `gorm:"primaryKey"`
 	TenantID  string `gorm:"primaryKey"`
-	Roles     string // space-separated
 	Status    string
 	CreatedAt time.Time
 }

@@ -35,6 +35,7 @@ type Deps struct {
 	DB     *db.DB
 	KV     kv.Store
 	Tokens *token.Service
+	Roles  Roles
 	Log    *slog.Logger
 	Events audit.Recorder
 	Config Config
@@ -59,10 +60,11 @@ type Module struct {
 func New(ctx context.Context, d Deps) (*Module, error) {
 	st := store{db: d.DB}
 	if _, err := st.ensureTenant(ctx, Tenant{ID: newID(), Slug: d.Config.DefaultTenant, Name: "Default",
-		Status: statusActive, RefreshGraceWindowMS: 10000, CreatedAt: time.Now().UTC()}); err != nil {
+		Status: statusActive, RefreshGraceWindowMS: 10000, DefaultRole: "member", LoginMethods: "password",
+		CreatedAt: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	svc, err := newService(st, d.Tokens, d.KV, d.Config, d.Log, d.Events)
+	svc, err := newService(st, d.Roles, d.Tokens, d.KV, d.Config, d.Log, d.Events)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,7 @@ type Pair struct {
 // Service holds the rules of accounts, sign-in and sessions.
 type Service struct {
 	store  store
+	roles  Roles
 	tokens *token.Service
 	kv     kv.Store
 	cfg    Config
@@ -81,12 +83,12 @@ type Service struct {
 	dummyHash []byte
 }
 
-func newService(st store, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
+func newService(st store, roles Roles, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
 	dummy, err := bcrypt.GenerateFromPassword([]byte("not a password of anyone"), cfg.BcryptCost)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
+	return &Service{store: st, roles: roles, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
 		now: func() time.Time { return time.Now().UTC() }, dummyHash: dummy}, nil
 }
 
@@ -141,8 +143,9 @@ func (s *Service) Register(ctx context.Context, email, password, name, tenantSlu
 	}
 	now := s.now()
 	u := User{ID: newID(), Email: email, Name: name, PasswordHash: string(hash), Status: statusActive, CreatedAt: now, UpdatedAt: now}
-	m := Membership{UserID: u.ID, TenantID: t.ID, Roles: "member", Status: statusActive, CreatedAt: now}
-	if err := s.store.createUser(ctx, u, m); err != nil {
+	m := Membership{UserID: u.ID, TenantID: t.ID, Status: statusActive, CreatedAt: now}
+	join := func(ctx context.Context) error { return s.roles.AssignRole(ctx, t.ID, u.ID, t.DefaultRole) }
+	if err := s.store.createUser(ctx, u, m, join); err != nil {
 		if errors.Is(err, fault.ErrConflict) {
 			s.record(ctx, audit.Event{Action: "auth.register", Outcome: audit.Failure, TenantID: t.ID,
 				Actor: audit.Anonymous(email), Metadata: map[string]any{"reason": "already_registered"}})
@@ -201,7 +204,7 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	if u.Status != statusActive {
 		return Pair{}, s.failLogin(ctx, email, u.ID, "user_"+u.Status)
 	}
-	t, m, err := s.pickMembership(ctx, u.ID, tenantSlug)
+	t, err := s.pickMembership(ctx, u.ID, tenantSlug)
 	if err != nil {
 		if errors.Is(err, ErrTenantRequired) {
 			return Pair{}, err
@@ -210,10 +213,15 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 		// memberships cannot be probed.
 		return Pair{}, s.failLogin(ctx, email, u.ID, "not_a_member")
 	}
+	if !slices.Contains(strings.Fields(t.LoginMethods), "password") {
+		s.record(ctx, audit.Event{Action: "auth.login", Outcome: audit.Failure, TenantID: t.ID, Actor: audit.User(u.ID),
+			Metadata: map[string]any{"reason": "password_login_disabled"}})
+		return Pair{}, ErrMethodNotAllowed
+	}
 	if err := s.kv.Delete(ctx, "login:fail:"+digest(email)); err != nil {
 		return Pair{}, err
 	}
-	pair, sid, err := s.startSession(ctx, u.ID, t, m, client)
+	pair, sid, err := s.startSession(ctx, u.ID, t, client)
 	if err != nil {
 		return Pair{}, err
 	}
@@ -222,35 +230,35 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	return pair, nil
 }
 
-// pickMembership finds the active membership in the named tenant, or the
-// only one when no tenant is named.
-func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tenant, Membership, error) {
+// pickMembership finds the tenant of the user's active membership named by
+// slug, or of the only one when no tenant is named.
+func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tenant, error) {
 	if slug == "" {
 		ms, err := s.store.memberships(ctx, userID)
 		if err != nil {
-			return Tenant{}, Membership{}, err
+			return Tenant{}, err
 		}
 		switch len(ms) {
 		case 0:
-			return Tenant{}, Membership{}, ErrNotMember
+			return Tenant{}, ErrNotMember
 		case 1:
 			t, err := s.store.tenantByID(ctx, ms[0].TenantID)
 			if err == nil && t.Status != statusActive {
-				return Tenant{}, Membership{}, ErrNotMember
+				return Tenant{}, ErrNotMember
 			}
-			return t, ms[0], err
+			return t, err
 		}
-		return Tenant{}, Membership{}, ErrTenantRequired
+		return Tenant{}, ErrTenantRequired
 	}
 	t, err := s.tenant(ctx, slug)
 	if err != nil {
-		return Tenant{}, Membership{}, ErrNotMember
+		return Tenant{}, ErrNotMember
 	}
 	m, err := s.store.membership(ctx, userID, t.ID)
 	if isNotFound(err) || (err == nil && m.Status != statusActive) {
-		return Tenant{}, Membership{}, ErrNotMember
+		return Tenant{}, ErrNotMember
 	}
-	return t, m, err
+	return t, err
 }
 
 // failLogin counts a failed login for the email, locks the account at the
@@ -299,7 +307,7 @@ func (s *Service) locked(until []byte) error {
 }
 
 // startSession opens a session in the tenant and issues its first pair.
-func (s *Service) startSession(ctx context.Context, userID string, t Tenant, m Membership, client Client) (Pair, string, error) {
+func (s *Service) startSession(ctx context.Context, userID string, t Tenant, client Client) (Pair, string, error) {
 	now := s.now()
 	raw, hash := newRefreshToken()
 	sess := Session{ID: newID(), UserID: userID, TenantID: t.ID, UserAgent: truncate(client.UserAgent, 256),
@@ -308,7 +316,7 @@ func (s *Service) startSession(ctx context.Context, userID string, t Tenant, m M
 	if err := s.store.createSession(ctx, sess, rt); err != nil {
 		return Pair{}, "", err
 	}
-	pair, err := s.pair(ctx, userID, t.ID, sess.ID, m, raw, rt.ExpiresAt)
+	pair, err := s.pair(ctx, userID, t.ID, sess.ID, raw, rt.ExpiresAt)
 	return pair, sess.ID, err
 }
 
@@ -321,8 +329,12 @@ func (s *Service) refreshExpiry(now time.Time, sess Session) time.Time {
 	return exp
 }
 
-func (s *Service) pair(ctx context.Context, userID, tenantID, sid string, m Membership, refresh string, refreshExp time.Time) (Pair, error) {
-	access, _, err := s.tokens.Issue(ctx, userID, tenantID, sid, strings.Fields(m.Roles))
+func (s *Service) pair(ctx context.Context, userID, tenantID, sid string, refresh string, refreshExp time.Time) (Pair, error) {
+	roles, err := s.roles.RoleNames(ctx, tenantID, userID)
+	if err != nil {
+		return Pair{}, err
+	}
+	access, _, err := s.tokens.Issue(ctx, userID, tenantID, sid, roles)
 	if err != nil {
 		return Pair{}, err
 	}
@@ -389,7 +401,7 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair,
 	s.record(ctx, audit.Event{Action: "auth.refresh", Outcome: audit.Success, TenantID: sess.TenantID,
 		Actor: audit.User(sess.UserID), ResourceType: "session", ResourceID: sess.ID,
 		Metadata: map[string]any{"grace": !won}})
-	return s.pair(ctx, sess.UserID, sess.TenantID, sess.ID, m, next, child.ExpiresAt)
+	return s.pair(ctx, sess.UserID, sess.TenantID, sess.ID, next, child.ExpiresAt)
 }
 
 // reused revokes the session whose rotated token came back.
@@ -555,11 +567,11 @@ func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug str
 	if slug == "" {
 		return Pair{}, fault.Field("tenant", "tenant is required")
 	}
-	t, m, err := s.pickMembership(ctx, id.UserID, slug)
+	t, err := s.pickMembership(ctx, id.UserID, slug)
 	if err != nil {
 		return Pair{}, ErrNotMember
 	}
-	pair, sid, err := s.startSession(ctx, id.UserID, t, m, client)
+	pair, sid, err := s.startSession(ctx, id.UserID, t, client)
 	if err != nil {
 		return Pair{}, err
 	}
@@ -627,4 +639,43 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "")
+}
+
+// UserInfo is what other modules may know of an account.
+type UserInfo struct {
+	ID, Email, Name string
+}
+
+// UserByEmail finds an account by email (normalised), or fault.ErrNotFound.
+func (s *Service) UserByEmail(ctx context.Context, email string) (UserInfo, error) {
+	email, err := normalizeEmail(email)
+	if err != nil {
+		return UserInfo{}, err
+	}
+	u, err := s.store.userByEmail(ctx, email)
+	if err != nil {
+		return UserInfo{}, err
+	}
+	return UserInfo{ID: u.ID, Email: u.Email, Name: u.Name}, nil
+}
+
+// Users returns what is known of the given accounts, by id; unknown ids
+// are left out.
+func (s *Service) Users(ctx context.Context, ids []string) (map[string]UserInfo, error) {
+	users, err := s.store.usersByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]UserInfo, len(users))
+	for _, u := range users {
+		out[u.ID] = UserInfo{ID: u.ID, Email: u.Email, Name: u.Name}
+	}
+	return out, nil
+}
+
+// EndTenantSessions ends the user's sessions in one tenant, at once on
+// every instance: for a member suspended or removed.
+func (s *Service) EndTenantSessions(ctx context.Context, tenantID, userID, reason string) error {
+	_, err := s.endSessions(ctx, userID, reason, func(q *gorm.DB) *gorm.DB { return q.Where("tenant_id = ?", tenantID) })
+	return err
 }

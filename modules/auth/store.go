@@ -40,13 +40,17 @@ func (s store) tenantByID(ctx context.Context, id string) (Tenant, error) {
 	return t, db.Translate(err)
 }
 
-// createUser inserts the user and its first membership together.
-func (s store) createUser(ctx context.Context, u User, m Membership) error {
+// createUser inserts the user and its first membership, then runs then
+// (the role assignment) in the same transaction.
+func (s store) createUser(ctx context.Context, u User, m Membership, then func(ctx context.Context) error) error {
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		if err := s.conn(ctx).Create(&u).Error; err != nil {
 			return db.Translate(err)
 		}
-		return db.Translate(s.conn(ctx).Create(&m).Error)
+		if err := s.conn(ctx).Create(&m).Error; err != nil {
+			return db.Translate(err)
+		}
+		return then(ctx)
 	})
 }
 
@@ -60,6 +64,15 @@ func (s store) userByID(ctx context.Context, id string) (User, error) {
 	var u User
 	err := s.conn(ctx).Where("id = ?", id).First(&u).Error
 	return u, db.Translate(err)
+}
+
+func (s store) usersByID(ctx context.Context, ids []string) ([]User, error) {
+	var us []User
+	if len(ids) == 0 {
+		return us, nil
+	}
+	err := s.conn(ctx).Where("id IN ?", ids).Find(&us).Error
+	return us, db.Translate(err)
 }
 
 func (s store) setPassword(ctx context.Context, userID, hash string, now time.Time) error {

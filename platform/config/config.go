@@ -43,6 +43,12 @@ type Config struct {
 	Log      Log      `yaml:"log"`
 	Health   Health   `yaml:"health"`
 	Auth     Auth     `yaml:"auth"`
+	Tenancy  Tenancy  `yaml:"tenancy"`
+}
+
+// Tenancy configures how requests name their tenant.
+type Tenancy struct {
+	BaseDomain string `yaml:"base_domain"`
 }
 
 // HTTP configures the listener and the request limits.
@@ -344,6 +350,9 @@ func (c Config) Validate() error {
 		if u, err := url.Parse(addr); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
 			return bad("redis.url", "must be a redis:// or rediss:// URL, or a comma-separated list of cluster nodes")
 		}
+	}
+	if d := c.Tenancy.BaseDomain; d != "" && (strings.ContainsAny(d, "/:@ ") || strings.HasPrefix(d, ".") || !strings.Contains(d, ".")) {
+		return bad("tenancy.base_domain", "must be a domain such as example.com, got %q", d)
 	}
 	if err := c.Auth.validate(); err != nil {
 		return err

@@ -3,6 +3,7 @@ package db_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,43 @@ func testContract(t *testing.T, dialect string, newConfig func(t *testing.T) db.
 		t.Parallel()
 		if got := open(t, false).Dialect(); got != dialect {
 			t.Errorf("Dialect() = %q, want %q", got, dialect)
+		}
+	})
+
+	t.Run("ScopedConfinesToTheTenant", func(t *testing.T) {
+		t.Parallel()
+		d := open(t, true)
+		ctx := context.Background()
+		// A tenant-owned table of the test's own (business modules bring theirs).
+		if err := d.Conn(ctx).Exec("CREATE TABLE notes (id integer PRIMARY KEY, tenant_id text NOT NULL, body text NOT NULL)").Error; err != nil {
+			t.Fatal(err)
+		}
+		for i, tid := range []string{"t1", "t1", "t2"} {
+			if err := d.Conn(ctx).Exec("INSERT INTO notes (id, tenant_id, body) VALUES (?, ?, ?)", i+1, tid, "n").Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ids []int
+		t1 := db.WithTenant(ctx, "t1")
+		if err := d.Scoped(t1).Table("notes").Order("id").Pluck("id", &ids).Error; err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(ids) != "[1 2]" {
+			t.Errorf("tenant t1 sees notes %v, want [1 2]", ids)
+		}
+		// Another tenant's row by id: not found.
+		var body string
+		err := d.Scoped(t1).Table("notes").Where("id = ?", 3).Select("body").Row().Scan(&body)
+		if !errors.Is(db.Translate(err), fault.ErrNotFound) {
+			t.Errorf("t1 reading t2's note: %v, want not found", err)
+		}
+		// Updates and deletes are confined too.
+		if res := d.Scoped(t1).Table("notes").Where("id = ?", 3).Update("body", "stolen"); res.Error != nil || res.RowsAffected != 0 {
+			t.Errorf("t1 updating t2's note: %v rows %d", res.Error, res.RowsAffected)
+		}
+		// No tenant in the context: every query fails, none runs unscoped.
+		if err := d.Scoped(ctx).Table("notes").Pluck("id", &ids).Error; !errors.Is(err, db.ErrNoTenant) {
+			t.Errorf("query without a tenant: %v, want ErrNoTenant", err)
 		}
 	})
 

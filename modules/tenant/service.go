@@ -1,0 +1,367 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"gatehouse/platform/audit"
+	"gatehouse/platform/fault"
+	"gatehouse/platform/kv"
+)
+
+// Service holds the rules of tenants and memberships.
+type Service struct {
+	store  store
+	kv     kv.Store
+	users  Users
+	roles  Roles
+	events audit.Recorder
+	now    func() time.Time
+}
+
+// LoginMethods are the sign-in methods a tenant may allow. OAuth providers
+// join the list with the OAuth issue.
+var LoginMethods = []string{"password"}
+
+var slugPattern = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// suspendedKey is set in kv while a tenant is suspended, so every instance
+// refuses its members on their next request without a database read.
+func suspendedKey(id string) string { return "tenant:suspended:" + id }
+
+// syncSuspended writes the kv flags of suspended tenants: the in-process
+// store starts empty, and Redis may have lost them.
+func (s *Service) syncSuspended(ctx context.Context) error {
+	ids, err := s.store.suspended(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := s.kv.Set(ctx, suspendedKey(id), []byte{1}, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Create makes a tenant.
+func (s *Service) Create(ctx context.Context, actor, slug, name string) (Tenant, error) {
+	slug = strings.TrimSpace(slug)
+	if !slugPattern.MatchString(slug) {
+		return Tenant{}, fault.Field("slug", "slug must be 1 to 63 lower-case letters, digits or inner hyphens")
+	}
+	if err := checkName(name); err != nil {
+		return Tenant{}, err
+	}
+	t := Tenant{ID: uuid.Must(uuid.NewV7()).String(), Slug: slug, Name: strings.TrimSpace(name), Status: StatusActive,
+		DefaultRole: "member", LoginMethods: "password", RefreshGraceWindowMS: 10000, CreatedAt: s.now()}
+	if err := s.store.create(ctx, t); errors.Is(err, fault.ErrConflict) {
+		return Tenant{}, ErrSlugTaken
+	} else if err != nil {
+		return Tenant{}, err
+	}
+	s.record(ctx, actor, t.ID, "tenant.create", "tenant", t.ID, nil, t)
+	return t, nil
+}
+
+func checkName(name string) error {
+	if n := utf8.RuneCountInString(strings.TrimSpace(name)); n == 0 || n > 200 {
+		return fault.Field("name", "name must have 1 to 200 characters")
+	}
+	return nil
+}
+
+// Get returns a tenant.
+func (s *Service) Get(ctx context.Context, id string) (Tenant, error) {
+	if uuid.Validate(id) != nil {
+		return Tenant{}, ErrNotFound
+	}
+	t, err := s.store.byID(ctx, id)
+	if errors.Is(err, fault.ErrNotFound) {
+		return Tenant{}, ErrNotFound
+	}
+	return t, err
+}
+
+// List returns a page of tenants after the cursor.
+func (s *Service) List(ctx context.Context, cursor string, limit int) ([]Tenant, error) {
+	if cursor != "" && uuid.Validate(cursor) != nil {
+		return nil, fault.Field("cursor", "cursor is not valid")
+	}
+	return s.store.list(ctx, cursor, limit)
+}
+
+// Update renames, suspends or resumes a tenant (nil fields are left).
+// Suspension takes effect at once on every instance: access tokens are
+// refused by the tenant step, refresh tokens by sign-in.
+func (s *Service) Update(ctx context.Context, actor, id string, name, status *string) (Tenant, error) {
+	before, err := s.Get(ctx, id)
+	if err != nil {
+		return Tenant{}, err
+	}
+	fields := map[string]any{}
+	if name != nil {
+		if err := checkName(*name); err != nil {
+			return Tenant{}, err
+		}
+		fields["name"] = strings.TrimSpace(*name)
+	}
+	if status != nil {
+		if *status != StatusActive && *status != StatusSuspended {
+			return Tenant{}, fault.Field("status", "status must be active or suspended")
+		}
+		fields["status"] = *status
+	}
+	if len(fields) == 0 {
+		return before, nil
+	}
+	if err := s.store.update(ctx, id, fields); err != nil {
+		return Tenant{}, err
+	}
+	if status != nil && *status != before.Status {
+		if *status == StatusSuspended {
+			err = s.kv.Set(ctx, suspendedKey(id), []byte{1}, 0)
+		} else {
+			err = s.kv.Delete(ctx, suspendedKey(id))
+		}
+		if err != nil {
+			return Tenant{}, err
+		}
+		if err := s.roles.Invalidate(ctx); err != nil {
+			return Tenant{}, err
+		}
+	}
+	after, err := s.store.byID(ctx, id)
+	if err != nil {
+		return Tenant{}, err
+	}
+	s.record(ctx, actor, id, "tenant.update", "tenant", id, before, after)
+	return after, nil
+}
+
+// UpdateSettings changes a tenant's default role and allowed sign-in
+// methods (nil fields are left).
+func (s *Service) UpdateSettings(ctx context.Context, actor, id string, defaultRole *string, methods []string) (Tenant, error) {
+	before, err := s.Get(ctx, id)
+	if err != nil {
+		return Tenant{}, err
+	}
+	fields := map[string]any{}
+	if defaultRole != nil {
+		if *defaultRole == "" || *defaultRole == "super_admin" || len(*defaultRole) > 64 {
+			return Tenant{}, fault.Field("default_role", "default_role must name a tenant role")
+		}
+		fields["default_role"] = *defaultRole
+	}
+	if methods != nil {
+		if len(methods) == 0 {
+			return Tenant{}, fault.Field("login_methods", "at least one sign-in method must stay allowed")
+		}
+		for _, m := range methods {
+			if !slices.Contains(LoginMethods, m) {
+				return Tenant{}, fault.Field("login_methods", "unknown sign-in method "+truncate(m, 32))
+			}
+		}
+		fields["login_methods"] = strings.Join(methods, " ")
+	}
+	if len(fields) > 0 {
+		if err := s.store.update(ctx, id, fields); err != nil {
+			return Tenant{}, err
+		}
+	}
+	after, err := s.store.byID(ctx, id)
+	if err != nil {
+		return Tenant{}, err
+	}
+	s.record(ctx, actor, id, "tenant.settings", "tenant", id, before, after)
+	return after, nil
+}
+
+// ActiveMember reports whether the user is an active member of an active
+// tenant: the condition for holding any permission there.
+func (s *Service) ActiveMember(ctx context.Context, tenantID, userID string) (bool, error) {
+	m, err := s.store.membership(ctx, tenantID, userID)
+	if errors.Is(err, fault.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil || m.Status != StatusActive {
+		return false, err
+	}
+	t, err := s.store.byID(ctx, tenantID)
+	if err != nil {
+		return false, err
+	}
+	return t.Status == StatusActive, nil
+}
+
+// AddMember makes an existing account a member, with the tenant's default
+// role.
+func (s *Service) AddMember(ctx context.Context, actor, tenantID, email string) (Member, error) {
+	t, err := s.Get(ctx, tenantID)
+	if err != nil {
+		return Member{}, err
+	}
+	u, err := s.users.UserByEmail(ctx, email)
+	if errors.Is(err, fault.ErrNotFound) {
+		return Member{}, ErrUserNotFound
+	}
+	if err != nil {
+		return Member{}, err
+	}
+	m := Membership{UserID: u.ID, TenantID: t.ID, Status: StatusActive, CreatedAt: s.now()}
+	err = s.store.db.InTx(ctx, func(ctx context.Context) error {
+		if err := s.store.addMember(ctx, m); err != nil {
+			return err
+		}
+		return s.roles.AssignRole(ctx, t.ID, u.ID, t.DefaultRole)
+	})
+	if errors.Is(err, fault.ErrConflict) {
+		return Member{}, ErrAlreadyMember
+	}
+	if err != nil {
+		return Member{}, err
+	}
+	if err := s.roles.Invalidate(ctx); err != nil {
+		return Member{}, err
+	}
+	member := Member{Membership: m, Email: u.Email, Name: u.Name, Roles: []string{t.DefaultRole}}
+	s.record(ctx, actor, t.ID, "tenant.member_add", "membership", u.ID, nil, member)
+	return member, nil
+}
+
+// Member is a membership with its account and roles.
+type Member struct {
+	Membership
+	Email, Name string
+	Roles       []string
+}
+
+// Members lists a page of a tenant's members after the cursor (a user id).
+func (s *Service) Members(ctx context.Context, tenantID, cursor string, limit int) ([]Member, error) {
+	if cursor != "" && uuid.Validate(cursor) != nil {
+		return nil, fault.Field("cursor", "cursor is not valid")
+	}
+	ms, err := s.store.members(ctx, tenantID, cursor, limit)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.UserID
+	}
+	users, err := s.users.Users(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Member, 0, len(ms))
+	for _, m := range ms {
+		roles, err := s.roles.RoleNames(ctx, tenantID, m.UserID)
+		if err != nil {
+			return nil, err
+		}
+		u := users[m.UserID]
+		out = append(out, Member{Membership: m, Email: u.Email, Name: u.Name, Roles: roles})
+	}
+	return out, nil
+}
+
+// member returns a membership, or ErrMemberNotFound.
+func (s *Service) member(ctx context.Context, tenantID, userID string) (Membership, error) {
+	if uuid.Validate(userID) != nil {
+		return Membership{}, ErrMemberNotFound
+	}
+	m, err := s.store.membership(ctx, tenantID, userID)
+	if errors.Is(err, fault.ErrNotFound) {
+		return Membership{}, ErrMemberNotFound
+	}
+	return m, err
+}
+
+// SetMemberStatus suspends or reactivates a member. Suspension ends the
+// member's sessions in the tenant at once. The last admin cannot be
+// suspended.
+func (s *Service) SetMemberStatus(ctx context.Context, actor, tenantID, userID, status string) (Membership, error) {
+	if status != StatusActive && status != StatusSuspended {
+		return Membership{}, fault.Field("status", "status must be active or suspended")
+	}
+	before, err := s.member(ctx, tenantID, userID)
+	if err != nil {
+		return Membership{}, err
+	}
+	if status == StatusSuspended {
+		if err := s.guardLastAdmin(ctx, tenantID, userID); err != nil {
+			return Membership{}, err
+		}
+	}
+	if err := s.store.setMemberStatus(ctx, tenantID, userID, status); err != nil {
+		return Membership{}, err
+	}
+	if err := s.roles.Invalidate(ctx); err != nil {
+		return Membership{}, err
+	}
+	if status == StatusSuspended {
+		if err := s.users.EndTenantSessions(ctx, tenantID, userID, "membership_suspended"); err != nil {
+			return Membership{}, err
+		}
+	}
+	after := before
+	after.Status = status
+	s.record(ctx, actor, tenantID, "tenant.member_status", "membership", userID, before, after)
+	return after, nil
+}
+
+// RemoveMember ends a membership and the member's sessions in the tenant.
+// The last admin cannot be removed.
+func (s *Service) RemoveMember(ctx context.Context, actor, tenantID, userID string) error {
+	before, err := s.member(ctx, tenantID, userID)
+	if err != nil {
+		return err
+	}
+	if err := s.guardLastAdmin(ctx, tenantID, userID); err != nil {
+		return err
+	}
+	if err := s.store.removeMember(ctx, tenantID, userID); err != nil {
+		return err
+	}
+	if err := s.roles.Invalidate(ctx); err != nil {
+		return err
+	}
+	if err := s.users.EndTenantSessions(ctx, tenantID, userID, "membership_removed"); err != nil {
+		return err
+	}
+	s.record(ctx, actor, tenantID, "tenant.member_remove", "membership", userID, before, nil)
+	return nil
+}
+
+func (s *Service) guardLastAdmin(ctx context.Context, tenantID, userID string) error {
+	last, err := s.roles.IsLastAdmin(ctx, tenantID, userID)
+	if err != nil {
+		return err
+	}
+	if last {
+		return ErrLastAdmin
+	}
+	return nil
+}
+
+func (s *Service) record(ctx context.Context, actor, tenantID, action, resType, resID string, before, after any) {
+	if s.events == nil {
+		return
+	}
+	s.events.Record(ctx, audit.Event{Action: action, Outcome: audit.Success, TenantID: tenantID, Actor: audit.User(actor),
+		ResourceType: resType, ResourceID: resID, Metadata: map[string]any{"before": before, "after": after}})
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

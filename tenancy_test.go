@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/labstack/echo/v4"
+
+	"gatehouse/modules/auth"
+	"gatehouse/modules/tenant"
+	"gatehouse/platform/db"
+	"gatehouse/platform/httpx"
+)
+
+// world is two tenants with people in every role, signed in.
+type world struct {
+	app                  testApp
+	acme, globex         string // tenant ids
+	member, manager      person // in acme
+	admin, otherAdmin    person // admin of acme; admin of globex
+	super                person // a super admin, member of acme
+	memberID, managerID  string
+	adminID, otherID     string
+	superID, spareUserID string
+}
+
+type person struct {
+	id    string
+	token string
+	pair  auth.Pair
+}
+
+func newWorld(t *testing.T, b backend) world {
+	t.Helper()
+	app := newTestApp(t, b, nil)
+	w := world{app: app, acme: insertTenant(t, app, "acme"), globex: insertTenant(t, app, "globex")}
+	ctx := context.Background()
+	join := func(email, slug, role string, super bool) person {
+		reg := app.register(t, email, "correct horse battery", slug)
+		if role != "member" {
+			if err := app.rbac.Service().AssignRole(ctx, reg.Tenant.ID, reg.User.ID, role); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if super {
+			if err := app.rbac.Service().SetSuperAdmin(ctx, reg.User.ID, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := app.login(t, email, "correct horse battery", slug)
+		return person{id: reg.User.ID, token: p.AccessToken, pair: p}
+	}
+	w.member = join("member@acme.test", "acme", "member", false)
+	w.manager = join("manager@acme.test", "acme", "manager", false)
+	w.admin = join("admin@acme.test", "acme", "admin", false)
+	w.otherAdmin = join("admin@globex.test", "globex", "admin", false)
+	w.super = join("root@platform.test", "acme", "member", true)
+	w.spareUserID = app.register(t, "spare@globex.test", "correct horse battery", "globex").User.ID
+	return w
+}
+
+func (w world) as(t *testing.T, p person, method, path string, body any) *httpRecorder {
+	t.Helper()
+	return w.app.do(t, req{method: method, path: path, bearer: p.token, body: body})
+}
+
+// Acceptance 5: suspending a tenant stops its members' access and refresh
+// tokens at once; resuming brings them back; other tenants are untouched.
+func TestSuspendedTenant(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[0])
+	status := func(s string) tenant.UpdateTenantRequest { return tenant.UpdateTenantRequest{Status: &s} }
+	wantStatus(t, w.as(t, w.admin, "PATCH", "/v1/tenants/"+w.acme, status("suspended")), 403, "forbidden")
+	wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, status("suspended")), 200, "")
+
+	for _, p := range []person{w.member, w.manager, w.admin} {
+		wantStatus(t, w.app.me(t, p.token), 403, "tenant_suspended")
+		wantStatus(t, w.as(t, p, "GET", "/v1/tenants/"+w.acme+"/members", nil), 403, "tenant_suspended")
+		wantStatus(t, w.app.refresh(p.pair.RefreshToken, t), 401, "invalid_refresh_token")
+	}
+	wantStatus(t, w.app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "admin@acme.test", Password: "correct horse battery", Tenant: "acme"}}), 401, "invalid_credentials")
+	wantStatus(t, w.app.me(t, w.otherAdmin.token), 200, "")
+	// The super admin can still act, to resume it.
+	wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, status("active")), 200, "")
+	wantStatus(t, w.app.me(t, w.admin.token), 200, "")
+}
+
+// The token's tenant is the truth: naming another tenant is a mismatch,
+// except for a super admin, whose acting in another tenant is audited.
+func TestTenantResolution(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[0])
+	named := func(p person, tid, path string) *httpRecorder {
+		return w.app.do(t, req{method: "GET", path: path, bearer: p.token, header: map[string]string{"X-Tenant-ID": tid}})
+	}
+	wantStatus(t, named(w.admin, w.acme, "/v1/auth/me"), 200, "")
+	wantStatus(t, named(w.admin, w.globex, "/v1/auth/me"), 403, "tenant_mismatch")
+	wantStatus(t, named(w.admin, "not-a-uuid", "/v1/auth/me"), 403, "tenant_mismatch")
+	wantStatus(t, named(w.admin, strings.ToUpper(w.acme), "/v1/auth/me"), 200, "")
+	rec := named(w.super, w.globex, "/v1/tenants/"+w.globex+"/members")
+	wantStatus(t, rec, 200, "")
+	if !strings.Contains(rec.Body.String(), "admin@globex.test") {
+		t.Errorf("super admin acting in globex sees: %s", rec.Body)
+	}
+	if !strings.Contains(w.app.logs.String(), `"action":"tenant.act_as"`) || !strings.Contains(w.app.logs.String(), `"action":"tenant.mismatch"`) {
+		t.Error("acting as another tenant, or the mismatch, was not audited")
+	}
+	wantStatus(t, named(w.super, "01950000-0000-7000-8000-00000000ffff", "/v1/auth/me"), 404, "not_found")
+}
+
+// Acceptance 4: another tenant's resources by id are 404, never 403.
+func TestCrossTenantIsNotFound(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[0])
+	ctx := context.Background()
+	// A custom role in globex, to be reached from acme.
+	rec := w.as(t, w.otherAdmin, "POST", "/v1/roles", map[string]any{"name": "auditor", "description": "reads", "permissions": []string{"users:read"}})
+	wantStatus(t, rec, http.StatusCreated, "")
+	globexRole := decode[struct {
+		ID string `json:"id"`
+	}](t, rec).ID
+	otherSessions := decode[auth.SessionsResponse](t, w.as(t, w.otherAdmin, "GET", "/v1/auth/sessions", nil)).Sessions
+	_ = ctx
+	for _, c := range []struct {
+		name, method, path string
+		body               any
+	}{
+		{"tenant", "GET", "/v1/tenants/" + w.globex, nil},
+		{"tenant settings", "PATCH", "/v1/tenants/" + w.globex + "/settings", map[string]any{"default_role": "member"}},
+		{"members", "GET", "/v1/tenants/" + w.globex + "/members", nil},
+		{"member add", "POST", "/v1/tenants/" + w.globex + "/members", map[string]any{"email": "member@acme.test"}},
+		{"member", "PATCH", "/v1/tenants/" + w.globex + "/members/" + w.otherAdmin.id, map[string]any{"status": "suspended"}},
+		{"member remove", "DELETE", "/v1/tenants/" + w.globex + "/members/" + w.spareUserID, nil},
+		{"member roles", "POST", "/v1/tenants/" + w.globex + "/members/" + w.spareUserID + "/roles", map[string]any{"role_id": globexRole}},
+		{"role", "GET", "/v1/roles/" + globexRole, nil},
+		{"role update", "PATCH", "/v1/roles/" + globexRole, map[string]any{"description": "mine now"}},
+		{"role delete", "DELETE", "/v1/roles/" + globexRole, nil},
+		{"role grant", "POST", "/v1/roles/" + globexRole + "/permissions", map[string]any{"permissions": []string{"users:read"}}},
+		{"session", "DELETE", "/v1/auth/sessions/" + otherSessions[0].ID, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			wantStatus(t, w.as(t, w.admin, c.method, c.path, c.body), 404, "")
+		})
+	}
+	// Nothing changed in globex.
+	wantStatus(t, w.as(t, w.otherAdmin, "GET", "/v1/roles/"+globexRole, nil), 200, "")
+	wantStatus(t, w.app.me(t, w.otherAdmin.token), 200, "")
+	if n := len(decode[tenant.MemberList](t, w.as(t, w.otherAdmin, "GET", "/v1/tenants/"+w.globex+"/members", nil)).Members); n != 2 {
+		t.Errorf("globex has %d members", n)
+	}
+}
+
+// Members: added by email with the default role, listed, suspended (their
+// sessions there end), removed; the last admin is protected.
+func TestMembers(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[0])
+	base := "/v1/tenants/" + w.acme + "/members"
+	wantStatus(t, w.as(t, w.admin, "POST", base, map[string]any{"email": "nobody@acme.test"}), 404, "user_not_found")
+	wantStatus(t, w.as(t, w.admin, "POST", base, map[string]any{"email": "member@acme.test"}), 409, "already_member")
+	wantStatus(t, w.as(t, w.member, "POST", base, map[string]any{"email": "spare@globex.test"}), 403, "forbidden")
+	rec := w.as(t, w.admin, "POST", base, map[string]any{"email": "Spare@Globex.test"})
+	wantStatus(t, rec, http.StatusCreated, "")
+	if m := decode[tenant.MemberResponse](t, rec); m.UserID != w.spareUserID || strings.Join(m.Roles, ",") != "member" || m.Status != "active" {
+		t.Errorf("added member: %+v", m)
+	}
+	spare := w.app.login(t, "spare@globex.test", "correct horse battery", "acme")
+	wantStatus(t, w.app.me(t, spare.AccessToken), 200, "")
+
+	list := decode[tenant.MemberList](t, w.as(t, w.manager, "GET", base+"?limit=2", nil))
+	if len(list.Members) != 2 || list.NextCursor == "" {
+		t.Fatalf("first page: %+v", list)
+	}
+	rest := decode[tenant.MemberList](t, w.as(t, w.manager, "GET", base+"?limit=100&cursor="+list.NextCursor, nil))
+	// member, manager, admin, super and spare.
+	if len(list.Members)+len(rest.Members) != 5 {
+		t.Errorf("pages hold %d+%d members, want 5", len(list.Members), len(rest.Members))
+	}
+	wantStatus(t, w.as(t, w.manager, "GET", base+"?limit=1000", nil), 400, "validation_failed")
+
+	// Suspension ends the member's sessions in acme at once.
+	wantStatus(t, w.as(t, w.admin, "PATCH", base+"/"+w.spareUserID, map[string]any{"status": "suspended"}), 200, "")
+	wantRejected(t, w.app.me(t, spare.AccessToken))
+	wantStatus(t, w.app.refresh(spare.RefreshToken, t), 401, "invalid_refresh_token")
+	wantStatus(t, w.app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "spare@globex.test", Password: "correct horse battery", Tenant: "acme"}}), 401, "invalid_credentials")
+	w.app.login(t, "spare@globex.test", "correct horse battery", "globex") // still fine at home
+	wantStatus(t, w.as(t, w.admin, "DELETE", base+"/"+w.spareUserID, nil), 204, "")
+	wantStatus(t, w.as(t, w.admin, "DELETE", base+"/"+w.spareUserID, nil), 404, "not_found")
+
+	// The last admin can be neither suspended nor removed.
+	wantStatus(t, w.as(t, w.admin, "PATCH", base+"/"+w.admin.id, map[string]any{"status": "suspended"}), 409, "last_admin")
+	wantStatus(t, w.as(t, w.admin, "DELETE", base+"/"+w.admin.id, nil), 409, "last_admin")
+	wantStatus(t, w.app.me(t, w.admin.token), 200, "")
+}
+
+// Acceptance 3: two instances share PostgreSQL and Redis; a role revoked
+// on one is refused by the other on the very next request.
+func TestRevocationAcrossInstances(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[1])
+	a := startApp(t, cfg)
+	w := world{app: a, acme: insertTenant(t, a, "acme")}
+	ctx := context.Background()
+	admin := a.register(t, "admin@acme.test", "correct horse battery", "acme")
+	if err := a.rbac.Service().AssignRole(ctx, w.acme, admin.User.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	mgr := a.register(t, "manager@acme.test", "correct horse battery", "acme")
+	if err := a.rbac.Service().AssignRole(ctx, w.acme, mgr.User.ID, "manager"); err != nil {
+		t.Fatal(err)
+	}
+	b := startApp(t, cfg)
+	adminTok := a.login(t, "admin@acme.test", "correct horse battery", "acme").AccessToken
+	mgrTok := b.login(t, "manager@acme.test", "correct horse battery", "acme").AccessToken
+	members := "/v1/tenants/" + w.acme + "/members"
+	wantStatus(t, b.do(t, req{method: "GET", path: members, bearer: mgrTok}), 200, "") // b caches the grants
+	rec := a.do(t, req{method: "DELETE", path: members + "/" + mgr.User.ID + "/roles/01950000-0000-7000-8000-000000000003", bearer: adminTok})
+	wantStatus(t, rec, 204, "")
+	rec = b.do(t, req{method: "GET", path: members, bearer: mgrTok})
+	wantStatus(t, rec, 403, "forbidden")
+	if !strings.Contains(rec.Body.String(), "users:read") {
+		t.Errorf("the 403 does not name the permission: %s", rec.Body)
+	}
+}
+
+// The tenant step hands handlers the tenant through the context, from the
+// token (or the tenant a super admin acts in), for db.Scoped; and a
+// subdomain of the base domain names a tenant like X-Tenant-ID does.
+func TestTenantInContextAndSubdomain(t *testing.T) {
+	t.Parallel()
+	probe := httpx.Route{Method: "GET", Path: "/test/tenant", Auth: httpx.Authenticated, Hidden: true,
+		Handle: func(c echo.Context) error {
+			id, _ := db.TenantOf(c.Request().Context())
+			return c.String(200, id)
+		}}
+	cfg := testConfig(t, backends[0])
+	cfg.Tenancy.BaseDomain = "example.com"
+	app := startApp(t, cfg, probe)
+	w := world{app: app, acme: insertTenant(t, app, "acme"), globex: insertTenant(t, app, "globex")}
+	reg := app.register(t, "sub@acme.test", "correct horse battery", "acme")
+	tok := app.login(t, "sub@acme.test", "correct horse battery", "acme").AccessToken
+	if err := app.rbac.Service().SetSuperAdmin(context.Background(), reg.User.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	get := func(host, named string) *httpRecorder {
+		r := req{method: "GET", path: "/test/tenant", bearer: tok, header: map[string]string{}}
+		if host != "" {
+			r.header["Host"] = host
+		}
+		if named != "" {
+			r.header["X-Tenant-ID"] = named
+		}
+		return app.do(t, r)
+	}
+	if rec := get("", ""); rec.Code != 200 || rec.Body.String() != w.acme {
+		t.Errorf("token's tenant: %d %q, want %s", rec.Code, rec.Body, w.acme)
+	}
+	if rec := get("acme.example.com", ""); rec.Code != 200 || rec.Body.String() != w.acme {
+		t.Errorf("own subdomain: %d %q", rec.Code, rec.Body)
+	}
+	if rec := get("", w.globex); rec.Code != 200 || rec.Body.String() != w.globex {
+		t.Errorf("super admin acting in globex: %d %q", rec.Code, rec.Body)
+	}
+	if err := app.rbac.Service().SetSuperAdmin(context.Background(), reg.User.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, get("globex.example.com:8080", ""), 403, "tenant_mismatch")
+	wantStatus(t, get("nosuch.example.com", ""), 403, "tenant_mismatch")
+	if rec := get("example.com", ""); rec.Code != 200 || rec.Body.String() != w.acme {
+		t.Errorf("bare base domain names no tenant: %d %q", rec.Code, rec.Body)
+	}
+}
+
+// gatehouse admin super-admin add|remove EMAIL, against the database file
+// of an App.
+func TestSuperAdminCommand(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[0])
+	app := startApp(t, cfg)
+	reg := app.register(t, "ops@example.com", "correct horse battery", "")
+	env := map[string]string{"GATEHOUSE_DATABASE_SQLITE_PATH": cfg.Database.SQLitePath, "GATEHOUSE_AUTH_BCRYPT_COST": "10"}
+	code, out, errOut := runCmd(t, env, "admin", "super-admin", "add", "OPS@example.com")
+	if code != 0 || out != "ops@example.com is now a super admin\n" {
+		t.Fatalf("add: %d %q %q", code, out, errOut)
+	}
+	fresh := startApp(t, cfg) // a new instance reads the database
+	if ok, err := fresh.rbac.Service().IsSuperAdmin(context.Background(), reg.User.ID); err != nil || !ok {
+		t.Fatalf("after add: %v %v", ok, err)
+	}
+	tok := fresh.login(t, "ops@example.com", "correct horse battery", "").AccessToken
+	wantStatus(t, fresh.do(t, req{method: "GET", path: "/v1/tenants", bearer: tok}), 200, "")
+	if code, out, _ := runCmd(t, env, "admin", "super-admin", "remove", "ops@example.com"); code != 0 || !strings.Contains(out, "is no longer") {
+		t.Fatalf("remove: %d %q", code, out)
+	}
+	if code, _, errOut := runCmd(t, env, "admin", "super-admin", "add", "ghost@example.com"); code != 1 || !strings.Contains(errOut, "register it first") {
+		t.Errorf("unknown account: %d %q", code, errOut)
+	}
+	if code, _, _ := runCmd(t, env, "admin", "super-admin", "grant", "ops@example.com"); code != 2 {
+		t.Errorf("bad verb: exit %d, want 2", code)
+	}
+}
