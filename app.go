@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
@@ -20,6 +22,7 @@ import (
 	"gatehouse/platform/health"
 	"gatehouse/platform/httpx"
 	"gatehouse/platform/kv"
+	"gatehouse/platform/ratelimit"
 	"gatehouse/platform/token"
 	"gatehouse/web"
 )
@@ -47,8 +50,9 @@ func newTokens(ctx context.Context, cfg config.Config, log *slog.Logger, conn *d
 // services commands use.
 type app struct {
 	*httpx.Server
-	auth *auth.Module
-	rbac *rbac.Module
+	auth    *auth.Module
+	rbac    *rbac.Module
+	limiter limiterCloser
 }
 
 func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, extra ...httpx.Route) (*app, error) {
@@ -57,6 +61,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		return nil, err
 	}
 	events := audit.Log{Logger: log}
+	limiter, limits, err := newLimits(cfg, log, store)
+	if err != nil {
+		return nil, err
+	}
 	catalogue, err := rbac.LoadCatalogue(configs.Roles)
 	if err != nil {
 		return nil, fmt.Errorf("configs/roles.yaml: %w", err)
@@ -70,7 +78,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		return nil, fmt.Errorf("rbac: %w", err)
 	}
 	a := cfg.Auth
-	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: store, Tokens: tokens, Roles: authz.Service(), Log: log, Events: events,
+	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: store, Tokens: tokens, Roles: authz.Service(), Limits: limits,
+		Log: log, Events: events,
 		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
 		Config: auth.Config{AccessTTL: a.AccessTTL, Leeway: a.Leeway, RefreshTTL: a.RefreshTTL, SessionMaxAge: a.SessionMaxAge,
 			BcryptCost: a.BcryptCost, LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
@@ -79,11 +88,14 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	tenants, err := tenant.New(ctx, tenant.Deps{DB: conn, KV: store, Users: tenantUsers{authn.Service()}, Roles: authz.Service(),
-		Events: events, BaseDomain: cfg.Tenancy.BaseDomain})
+		Events: events, BaseDomain: cfg.Tenancy.BaseDomain, Plans: slices.Sorted(maps.Keys(cfg.RateLimit.Plans))})
 	if err != nil {
 		return nil, fmt.Errorf("tenant: %w", err)
 	}
 	members.svc = tenants.Service()
+	limits.plan = func(ctx context.Context, tenantID string) int {
+		return max(cfg.RateLimit.Plans[tenants.Service().PlanOf(ctx, tenantID)], 1)
+	}
 
 	srv := httpx.New(httpx.Options{
 		Logger:       log,
@@ -91,7 +103,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		HSTSMaxAge:   cfg.HTTP.HSTSMaxAge,
 		CORS:         cfg.CORS,
-		Slots:        httpx.Slots{Authenticate: authn.Authenticate, Tenant: tenants.Resolve, Authorize: authz.Authorize},
+		Slots: httpx.Slots{IPLimit: limits.Before, Authenticate: authn.Authenticate, Tenant: tenants.Resolve,
+			UserLimit: limits.After, Authorize: authz.Authorize},
+		TrustedProxies: cfg.HTTP.TrustedProxies,
+		ClientIPHeader: cfg.HTTP.ClientIPHeader,
 	})
 	checks := health.New(cfg.Health.Timeout, log,
 		health.Check{Name: "database", Backend: conn.Dialect(), Required: true, Ping: conn.Ping},
@@ -112,6 +127,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	}
 
 	// The document describes every route mounted above; it is built once.
+	if err := limits.CheckRoutes(srv.Routes()); err != nil {
+		return nil, err
+	}
 	var doc *openapi3.T
 	doc, err = httpx.Document(httpx.Info{Title: "Gatehouse API", Version: version, ServerURL: cfg.HTTP.PublicURL,
 		Description: "Sign-in, sessions, authorization, rate limits and an API gateway for a multi-tenant SaaS. " +
@@ -129,7 +147,53 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 			c.Response().Header().Set("Cache-Control", "no-cache")
 			return c.JSONBlob(http.StatusOK, spec)
 		}})
-	return &app{Server: srv, auth: authn, rbac: authz}, err
+	return &app{Server: srv, auth: authn, rbac: authz, limiter: limiter}, err
+}
+
+// Close stops what the app runs in the background.
+func (a *app) Close() error { return a.limiter.Close() }
+
+// newLimits returns the rate limiter for the key-value backend (Redis when
+// there is one, else in process) and the enforcer of the configured rules.
+func newLimits(cfg config.Config, log *slog.Logger, store kv.Store) (limiterCloser, *planLimits, error) {
+	var limiter limiterCloser
+	if r, ok := store.(*kv.Redis); ok {
+		limiter = nopClose{ratelimit.NewRedis(r.Client(), cfg.Redis.Prefix, nil)}
+	} else {
+		limiter = ratelimit.NewMemory(nil)
+	}
+	rules := make([]ratelimit.Rule, 0, len(cfg.RateLimit.Policies))
+	for _, p := range cfg.RateLimit.Policies {
+		rules = append(rules, ratelimit.Rule{Key: p.Key, OnError: p.OnError, Policy: ratelimit.Policy{Name: p.Name,
+			Algorithm: ratelimit.Algorithm(p.Algorithm), Limit: p.Limit, Period: p.Period, Burst: p.Burst}})
+	}
+	limits := &planLimits{}
+	enf, err := ratelimit.NewEnforcer(limiter, rules, cfg.RateLimit.Anonymous, cfg.RateLimit.Authenticated,
+		func(ctx context.Context, tenantID string) int { return limits.plan(ctx, tenantID) }, log)
+	if err != nil {
+		limiter.Close()
+		return nil, nil, fmt.Errorf("ratelimit: %w", err)
+	}
+	limits.Enforcer = enf
+	return limiter, limits, nil
+}
+
+// limiterCloser is a limiter with background work to stop.
+type limiterCloser interface {
+	ratelimit.Limiter
+	Close() error
+}
+
+// nopClose is a limiter with nothing to stop (Redis keeps the state).
+type nopClose struct{ ratelimit.Limiter }
+
+func (nopClose) Close() error { return nil }
+
+// planLimits is the enforcer, with the tenant plan lookup bound once the
+// tenant module exists.
+type planLimits struct {
+	*ratelimit.Enforcer
+	plan func(ctx context.Context, tenantID string) int
 }
 
 // lateMembers gives rbac the tenant module's membership check, bound after

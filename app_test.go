@@ -49,6 +49,10 @@ func testConfig(t *testing.T, b backend) config.Config {
 	cfg.Auth.BcryptCost = config.MinBcryptCost // tests make many hashes
 	cfg.Auth.FailedLoginDelay = 0
 	cfg.Auth.CookieSecure = false
+	// Tests that are not about limits must not hit them.
+	for i := range cfg.RateLimit.Policies {
+		cfg.RateLimit.Policies[i].Limit = 10000
+	}
 	cfg.Database.SQLitePath = filepath.Join(t.TempDir(), "g.db")
 	if b.dbURL != nil {
 		cfg.Database.URL = b.dbURL(t)
@@ -113,6 +117,7 @@ func startApp(t testing.TB, cfg config.Config, extra ...httpx.Route) testApp {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { a.Close() })
 	return testApp{app: a, db: conn, kv: store, logs: logs}
 }
 

@@ -294,6 +294,7 @@ func superAdmin(ctx context.Context, cfg config.Config, on bool, email string, s
 	if err != nil {
 		return err
 	}
+	defer a.Close()
 	u, err := a.auth.Service().UserByEmail(ctx, email)
 	if err != nil {
 		return fmt.Errorf("no account %q: register it first", email)
@@ -336,6 +337,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 	if err != nil {
 		return err
 	}
+	defer app.Close()
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return fmt.Errorf("http.addr: %w", err)

@@ -212,7 +212,8 @@ func TestReadmeListsEverySetting(t *testing.T) {
 	n := 0
 	for _, line := range strings.Split(string(shipped), "\n") {
 		// Top-level sections have no indent; settings have two spaces.
-		if strings.HasPrefix(line, "  ") && !strings.HasPrefix(strings.TrimSpace(line), "#") && strings.Contains(line, ":") {
+		if strings.HasPrefix(line, "  ") && !strings.HasPrefix(line, "   ") && !strings.HasPrefix(strings.TrimSpace(line), "#") &&
+			strings.Contains(line, ":") {
 			n++
 		}
 	}

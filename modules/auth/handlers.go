@@ -5,10 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -145,18 +142,9 @@ func (m *Module) login(c echo.Context) error {
 	}
 	pair, err := m.svc.Login(requestContext(c), req.Email, req.Password, req.Tenant, client(c))
 	if err != nil {
-		return withRetryAfter(c, err)
+		return err
 	}
 	return m.sendPair(c, pair, req.UseCookie)
-}
-
-// withRetryAfter sets Retry-After on a lockout answer.
-func withRetryAfter(c echo.Context, err error) error {
-	var le LockedError
-	if errors.As(err, &le) {
-		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(le.RetryAfter.Seconds()))))
-	}
-	return err
 }
 
 func (m *Module) refresh(c echo.Context) error {

@@ -36,6 +36,7 @@ type Deps struct {
 	KV     kv.Store
 	Tokens *token.Service
 	Roles  Roles
+	Limits Limits
 	Log    *slog.Logger
 	Events audit.Recorder
 	Config Config
@@ -64,7 +65,7 @@ func New(ctx context.Context, d Deps) (*Module, error) {
 		CreatedAt: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	svc, err := newService(st, d.Roles, d.Tokens, d.KV, d.Config, d.Log, d.Events)
+	svc, err := newService(st, d.Roles, d.Limits, d.Tokens, d.KV, d.Config, d.Log, d.Events)
 	if err != nil {
 		return nil, err
 	}

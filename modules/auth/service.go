@@ -72,6 +72,7 @@ type Pair struct {
 type Service struct {
 	store  store
 	roles  Roles
+	limits Limits
 	tokens *token.Service
 	kv     kv.Store
 	cfg    Config
@@ -83,12 +84,12 @@ type Service struct {
 	dummyHash []byte
 }
 
-func newService(st store, roles Roles, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
+func newService(st store, roles Roles, limits Limits, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
 	dummy, err := bcrypt.GenerateFromPassword([]byte("not a password of anyone"), cfg.BcryptCost)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st, roles: roles, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
+	return &Service{store: st, roles: roles, limits: limits, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
 		now: func() time.Time { return time.Now().UTC() }, dummyHash: dummy}, nil
 }
 
@@ -296,14 +297,16 @@ func (s *Service) failLogin(ctx context.Context, email, userID, reason string) e
 }
 
 // LockedError is ErrAccountLocked with the time to wait, for Retry-After.
-type LockedError struct{ RetryAfter time.Duration }
+// The error handler turns its RetryAfter into the Retry-After header.
+type LockedError struct{ wait time.Duration }
 
-func (e LockedError) Error() string { return ErrAccountLocked.Error() }
-func (e LockedError) Unwrap() error { return ErrAccountLocked }
+func (e LockedError) Error() string             { return ErrAccountLocked.Error() }
+func (e LockedError) Unwrap() error             { return ErrAccountLocked }
+func (e LockedError) RetryAfter() time.Duration { return e.wait }
 
 func (s *Service) locked(until []byte) error {
 	sec, _ := strconv.ParseInt(string(until), 10, 64)
-	return LockedError{RetryAfter: max(time.Unix(sec, 0).Sub(s.now()), time.Second)}
+	return LockedError{wait: max(time.Unix(sec, 0).Sub(s.now()), time.Second)}
 }
 
 // startSession opens a session in the tenant and issues its first pair.
@@ -361,6 +364,11 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair,
 	now := s.now()
 	if sess.RevokedAt != nil || !now.Before(sess.ExpiresAt) || !now.Before(rt.ExpiresAt) {
 		return Pair{}, ErrInvalidRefresh
+	}
+	if s.limits != nil {
+		if err := s.limits.Check(ctx, "refresh", sess.UserID); err != nil {
+			return Pair{}, err
+		}
 	}
 	t, err := s.store.tenantByID(ctx, sess.TenantID)
 	if err != nil {

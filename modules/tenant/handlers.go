@@ -20,6 +20,7 @@ type TenantResponse struct {
 	Status       string    `json:"status"`
 	DefaultRole  string    `json:"default_role"`
 	LoginMethods []string  `json:"login_methods"`
+	Plan         string    `json:"plan"`
 	CreatedAt    time.Time `json:"created_at"`
 }
 
@@ -39,6 +40,7 @@ type CreateTenantRequest struct {
 type UpdateTenantRequest struct {
 	Name   *string `json:"name"`
 	Status *string `json:"status"` // active or suspended
+	Plan   *string `json:"plan"`   // one of ratelimit.plans
 }
 
 // SettingsRequest is the body of PATCH /v1/tenants/{id}/settings.
@@ -75,7 +77,7 @@ type MemberList struct {
 
 func tenantResponse(t Tenant) TenantResponse {
 	return TenantResponse{ID: t.ID, Slug: t.Slug, Name: t.Name, Status: t.Status, DefaultRole: t.DefaultRole,
-		LoginMethods: fields(t.LoginMethods), CreatedAt: t.CreatedAt}
+		LoginMethods: fields(t.LoginMethods), Plan: t.Plan, CreatedAt: t.CreatedAt}
 }
 
 func memberResponse(m Member) MemberResponse {
@@ -154,7 +156,7 @@ func (m *Module) updateTenant(c echo.Context) error {
 		return err
 	}
 	actor, r := ctxOf(c)
-	t, err := m.svc.Update(r.Context(), actor, c.Param("id"), req.Name, req.Status)
+	t, err := m.svc.Update(r.Context(), actor, c.Param("id"), req.Name, req.Status, req.Plan)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ type Tenant struct {
 	Status               string // active or suspended
 	DefaultRole          string // the role new members get
 	LoginMethods         string // space-separated sign-in methods allowed
+	Plan                 string // multiplies tenant-keyed rate limits
 	RefreshGraceUses     int
 	RefreshGraceWindowMS int `gorm:"column:refresh_grace_window_ms"`
 	CreatedAt            time.Time

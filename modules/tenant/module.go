@@ -34,6 +34,8 @@ type Deps struct {
 	// BaseDomain, when set, lets a request name its tenant by subdomain:
 	// acme.example.com names tenant "acme" under example.com.
 	BaseDomain string
+	// Plans are the plan names a tenant may be given.
+	Plans []string
 }
 
 // Module serves /v1/tenants and the tenant slot.
@@ -49,7 +51,7 @@ type Module struct {
 // New returns the module, after writing the suspension flags to kv.
 func New(ctx context.Context, d Deps) (*Module, error) {
 	svc := &Service{store: store{db: d.DB}, kv: d.KV, users: d.Users, roles: d.Roles, events: d.Events,
-		now: func() time.Time { return time.Now().UTC() }}
+		now: func() time.Time { return time.Now().UTC() }, plans: d.Plans}
 	if err := svc.syncSuspended(ctx); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -24,6 +25,32 @@ type Service struct {
 	roles  Roles
 	events audit.Recorder
 	now    func() time.Time
+	plans  []string // the plan names a tenant may have
+	cached sync.Map // tenant id -> planEntry
+}
+
+// planEntry is a tenant's plan as read at some time.
+type planEntry struct {
+	plan string
+	at   time.Time
+}
+
+// planTTL is how long a plan read is used: a changed plan raises or lowers
+// limits within this time on every instance, which is soon enough for
+// billing and spares the database a read per request.
+const planTTL = time.Minute
+
+// PlanOf returns the tenant's plan ("default" when unknown).
+func (s *Service) PlanOf(ctx context.Context, tenantID string) string {
+	if e, ok := s.cached.Load(tenantID); ok && s.now().Sub(e.(planEntry).at) < planTTL {
+		return e.(planEntry).plan
+	}
+	plan := "default"
+	if t, err := s.store.byID(ctx, tenantID); err == nil {
+		plan = t.Plan
+	}
+	s.cached.Store(tenantID, planEntry{plan: plan, at: s.now()})
+	return plan
 }
 
 // LoginMethods are the sign-in methods a tenant may allow. OAuth providers
@@ -61,7 +88,7 @@ func (s *Service) Create(ctx context.Context, actor, slug, name string) (Tenant,
 		return Tenant{}, err
 	}
 	t := Tenant{ID: uuid.Must(uuid.NewV7()).String(), Slug: slug, Name: strings.TrimSpace(name), Status: StatusActive,
-		DefaultRole: "member", LoginMethods: "password", RefreshGraceWindowMS: 10000, CreatedAt: s.now()}
+		DefaultRole: "member", LoginMethods: "password", Plan: "default", RefreshGraceWindowMS: 10000, CreatedAt: s.now()}
 	if err := s.store.create(ctx, t); errors.Is(err, fault.ErrConflict) {
 		return Tenant{}, ErrSlugTaken
 	} else if err != nil {
@@ -101,7 +128,7 @@ func (s *Service) List(ctx context.Context, cursor string, limit int) ([]Tenant,
 // Update renames, suspends or resumes a tenant (nil fields are left).
 // Suspension takes effect at once on every instance: access tokens are
 // refused by the tenant step, refresh tokens by sign-in.
-func (s *Service) Update(ctx context.Context, actor, id string, name, status *string) (Tenant, error) {
+func (s *Service) Update(ctx context.Context, actor, id string, name, status, plan *string) (Tenant, error) {
 	before, err := s.Get(ctx, id)
 	if err != nil {
 		return Tenant{}, err
@@ -118,6 +145,13 @@ func (s *Service) Update(ctx context.Context, actor, id string, name, status *st
 			return Tenant{}, fault.Field("status", "status must be active or suspended")
 		}
 		fields["status"] = *status
+	}
+	if plan != nil {
+		if !slices.Contains(s.plans, *plan) {
+			return Tenant{}, fault.Field("plan", "plan must be one of "+strings.Join(s.plans, ", "))
+		}
+		fields["plan"] = *plan
+		s.cached.Delete(id)
 	}
 	if len(fields) == 0 {
 		return before, nil

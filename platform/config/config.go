@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,14 +37,38 @@ const DefaultFile = "configs/gatehouse.yaml"
 
 // Config is every setting of Gatehouse.
 type Config struct {
-	HTTP     HTTP     `yaml:"http"`
-	CORS     CORS     `yaml:"cors"`
-	Database Database `yaml:"database"`
-	Redis    Redis    `yaml:"redis"`
-	Log      Log      `yaml:"log"`
-	Health   Health   `yaml:"health"`
-	Auth     Auth     `yaml:"auth"`
-	Tenancy  Tenancy  `yaml:"tenancy"`
+	HTTP      HTTP      `yaml:"http"`
+	CORS      CORS      `yaml:"cors"`
+	Database  Database  `yaml:"database"`
+	Redis     Redis     `yaml:"redis"`
+	Log       Log       `yaml:"log"`
+	Health    Health    `yaml:"health"`
+	Auth      Auth      `yaml:"auth"`
+	Tenancy   Tenancy   `yaml:"tenancy"`
+	RateLimit RateLimit `yaml:"ratelimit"`
+}
+
+// RateLimit configures the rate-limit policies and which routes they
+// govern.
+type RateLimit struct {
+	Policies []Policy `yaml:"policies"`
+	// Anonymous and Authenticated name the policies every public and every
+	// authenticated route gets, on top of the route's own.
+	Anonymous     []string `yaml:"anonymous"`
+	Authenticated []string `yaml:"authenticated"`
+	// Plans multiply the limits of tenant-keyed policies by a tenant's plan.
+	Plans map[string]int `yaml:"plans"`
+}
+
+// Policy is one rate-limit policy.
+type Policy struct {
+	Name      string        `yaml:"name"`
+	Algorithm string        `yaml:"algorithm"` // token_bucket or sliding_window
+	Limit     int           `yaml:"limit"`
+	Period    time.Duration `yaml:"period"`
+	Burst     int           `yaml:"burst"` // token bucket: requests at once; 0 means limit
+	Key       string        `yaml:"key"`   // ip, user, tenant, ip+route, user+route, ip+email or email
+	OnError   string        `yaml:"on_error"`
 }
 
 // Tenancy configures how requests name their tenant.
@@ -65,6 +90,10 @@ type HTTP struct {
 	TLSKeyFile        string        `yaml:"tls_key_file"`
 	HSTSMaxAge        time.Duration `yaml:"hsts_max_age"`
 	Docs              bool          `yaml:"docs"`
+	// TrustedProxies are the peers (IPs or CIDRs) whose ClientIPHeader is
+	// believed; from anyone else the connection's address is the client's.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	ClientIPHeader string   `yaml:"client_ip_header"`
 }
 
 // CORS configures which browser origins may call the API.
@@ -137,6 +166,8 @@ func Default() Config {
 			ShutdownTimeout:   15 * time.Second,
 			HSTSMaxAge:        365 * 24 * time.Hour,
 			Docs:              true,
+			TrustedProxies:    []string{},
+			ClientIPHeader:    "x-forwarded-for",
 		},
 		CORS: CORS{AllowedOrigins: []string{}, MaxAge: 10 * time.Minute},
 		Database: Database{
@@ -151,6 +182,20 @@ func Default() Config {
 		Redis:  Redis{Prefix: "gatehouse:"},
 		Log:    Log{Level: "info", Format: "json"},
 		Health: Health{Timeout: 2 * time.Second},
+		RateLimit: RateLimit{
+			Policies: []Policy{
+				{Name: "login", Algorithm: "sliding_window", Limit: 5, Period: 15 * time.Minute, Key: "ip+email", OnError: "deny"},
+				{Name: "register", Algorithm: "sliding_window", Limit: 3, Period: time.Hour, Key: "ip", OnError: "deny"},
+				{Name: "refresh", Algorithm: "token_bucket", Limit: 10, Period: time.Minute, Key: "user", OnError: "allow"},
+				{Name: "otp", Algorithm: "sliding_window", Limit: 3, Period: 15 * time.Minute, Key: "email", OnError: "deny"},
+				{Name: "api-anonymous", Algorithm: "token_bucket", Limit: 100, Period: 15 * time.Minute, Key: "ip", OnError: "allow"},
+				{Name: "api-user", Algorithm: "token_bucket", Limit: 600, Period: time.Minute, Key: "user", OnError: "allow"},
+				{Name: "api-tenant", Algorithm: "token_bucket", Limit: 6000, Period: time.Minute, Key: "tenant", OnError: "allow"},
+			},
+			Anonymous:     []string{"api-anonymous"},
+			Authenticated: []string{"api-user", "api-tenant"},
+			Plans:         map[string]int{"default": 1, "pro": 5, "enterprise": 20},
+		},
 		Auth: Auth{
 			Audience:          "gatehouse",
 			SigningAlgorithm:  "RS256",
@@ -354,6 +399,17 @@ func (c Config) Validate() error {
 	if d := c.Tenancy.BaseDomain; d != "" && (strings.ContainsAny(d, "/:@ ") || strings.HasPrefix(d, ".") || !strings.Contains(d, ".")) {
 		return bad("tenancy.base_domain", "must be a domain such as example.com, got %q", d)
 	}
+	if err := c.RateLimit.validate(); err != nil {
+		return err
+	}
+	for _, p := range c.HTTP.TrustedProxies {
+		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+			return bad("http.trusted_proxies", "%q is neither an IP nor a CIDR", p)
+		}
+	}
+	if h := c.HTTP.ClientIPHeader; h != "x-forwarded-for" && h != "x-real-ip" {
+		return bad("http.client_ip_header", "must be x-forwarded-for or x-real-ip, got %q", h)
+	}
 	if err := c.Auth.validate(); err != nil {
 		return err
 	}
@@ -435,4 +491,46 @@ func (a Auth) MasterKeyBytes() []byte {
 		return nil
 	}
 	return k
+}
+
+func (r RateLimit) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("ratelimit.%s", fmt.Sprintf(format, args...))
+	}
+	names := map[string]bool{}
+	for i, p := range r.Policies {
+		switch {
+		case p.Name == "" || names[p.Name]:
+			return bad("policies[%d].name: must be set and unique, got %q", i, p.Name)
+		case p.Algorithm != "token_bucket" && p.Algorithm != "sliding_window":
+			return bad("policies[%d] (%s).algorithm: must be token_bucket or sliding_window, got %q", i, p.Name, p.Algorithm)
+		case p.Limit < 1 || (p.Algorithm == "sliding_window" && p.Limit > 10000):
+			return bad("policies[%d] (%s).limit: must be from 1 (to 10000 for sliding_window), got %d", i, p.Name, p.Limit)
+		case p.Period < time.Second:
+			return bad("policies[%d] (%s).period: must be at least 1s, got %s", i, p.Name, p.Period)
+		case p.Burst < 0:
+			return bad("policies[%d] (%s).burst: must not be negative", i, p.Name)
+		case !slices.Contains([]string{"ip", "user", "tenant", "ip+route", "user+route", "ip+email", "email"}, p.Key):
+			return bad("policies[%d] (%s).key: must be ip, user, tenant, ip+route, user+route, ip+email or email, got %q", i, p.Name, p.Key)
+		case p.OnError != "allow" && p.OnError != "deny":
+			return bad("policies[%d] (%s).on_error: must be allow or deny, got %q", i, p.Name, p.OnError)
+		}
+		names[p.Name] = true
+	}
+	for _, list := range [][]string{r.Anonymous, r.Authenticated} {
+		for _, n := range list {
+			if !names[n] {
+				return bad("anonymous/authenticated: no policy named %q", n)
+			}
+		}
+	}
+	if _, ok := r.Plans["default"]; !ok {
+		return bad("plans: must define the plan \"default\"")
+	}
+	for name, f := range r.Plans {
+		if f < 1 {
+			return bad("plans.%s: the factor must be at least 1, got %d", name, f)
+		}
+	}
+	return nil
 }

@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -107,6 +110,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	if c.Response().Committed {
 		return
+	}
+	// An error that knows when to try again says so (lockouts, limits).
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(ra.RetryAfter(), time.Second).Seconds()))))
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(status)

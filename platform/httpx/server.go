@@ -3,6 +3,7 @@ package httpx
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -39,6 +40,10 @@ type Options struct {
 	HSTSMaxAge   time.Duration
 	CORS         config.CORS
 	Slots        Slots
+	// TrustedProxies are the peers (IPs or CIDRs) whose ClientIPHeader
+	// (x-forwarded-for or x-real-ip) names the client.
+	TrustedProxies []string
+	ClientIPHeader string
 }
 
 // Server is the Echo instance with Gatehouse's chain and error handler.
@@ -67,9 +72,7 @@ func New(opts Options) *Server {
 		httpsPublic: strings.HasPrefix(opts.PublicURL, "https://")}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
-	// Echo's default trusts X-Forwarded-For from anyone; the client-IP
-	// step (trusted proxies) replaces this with a checked extractor.
-	e.IPExtractor = echo.ExtractIPDirect()
+	e.IPExtractor = ipExtractor(opts.TrustedProxies, opts.ClientIPHeader)
 	e.HTTPErrorHandler = s.handleError
 	if opts.HSTSMaxAge > 0 {
 		s.hsts = []string{"max-age=" + strconv.Itoa(int(opts.HSTSMaxAge.Seconds())) + "; includeSubDomains"}
@@ -161,6 +164,33 @@ func bodyLimit(n int64) echo.MiddlewareFunc {
 			return next(c)
 		}
 	}
+}
+
+// ipExtractor returns how the client's address is found. Echo's default
+// believes X-Forwarded-For from anyone, and its trust options believe
+// loopback and private peers: both are turned off, so only the configured
+// proxies are believed, and from anyone else the header changes nothing.
+func ipExtractor(trusted []string, header string) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, t := range trusted {
+		if !strings.Contains(t, "/") {
+			if ip := net.ParseIP(t); ip != nil && ip.To4() != nil {
+				t += "/32"
+			} else {
+				t += "/128"
+			}
+		}
+		if _, n, err := net.ParseCIDR(t); err == nil { // validated by config
+			opts = append(opts, echo.TrustIPRange(n))
+		}
+	}
+	if header == "x-real-ip" {
+		return echo.ExtractIPFromRealIPHeader(opts...)
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }
 
 // truncate bounds attacker-controlled strings before they reach a log line.

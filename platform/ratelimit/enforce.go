@@ -1,0 +1,293 @@
+package ratelimit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"gatehouse/platform/fault"
+	"gatehouse/platform/httpx"
+)
+
+// Key kinds: what a rule counts requests by.
+const (
+	KeyIP        = "ip"
+	KeyUser      = "user"
+	KeyTenant    = "tenant"
+	KeyIPRoute   = "ip+route"
+	KeyUserRoute = "user+route"
+	KeyIPEmail   = "ip+email"
+	KeyEmail     = "email"
+)
+
+// Rule is a policy as configured: what it counts by, and what to do when
+// the limiter's backend fails.
+type Rule struct {
+	Policy
+	Key string
+	// OnError "deny" refuses requests while the backend is down (login,
+	// OTP: better closed than open to guessing); "allow" lets them through.
+	OnError string
+}
+
+// before reports whether the rule is decided before authentication: it
+// needs only the connection and the body.
+func (r Rule) before() bool {
+	return r.Key == KeyIP || r.Key == KeyIPRoute || r.Key == KeyIPEmail || r.Key == KeyEmail
+}
+
+// Counts are a policy's decisions since start, for metrics.
+type Counts struct {
+	Allowed, Blocked, Errors atomic.Int64
+}
+
+// Errors of the rate-limit steps.
+var (
+	ErrLimited     = fault.New(fault.TooManyRequests, "rate_limited", "too many requests: slow down")
+	ErrUnavailable = fault.New(fault.Unavailable, "rate_limiter_unavailable", "requests are refused while the rate limiter is unavailable")
+)
+
+// Exceeded is ErrLimited with the wait, which the error handler sends as
+// Retry-After.
+type Exceeded struct{ Wait time.Duration }
+
+func (e Exceeded) Error() string             { return ErrLimited.Error() }
+func (e Exceeded) Unwrap() error             { return ErrLimited }
+func (e Exceeded) RetryAfter() time.Duration { return e.Wait }
+
+// Enforcer applies rules to routes: it fills the chain's two rate-limit
+// slots and decides in-service checks.
+type Enforcer struct {
+	limiter       Limiter
+	rules         map[string]Rule
+	anonymous     []string
+	authenticated []string
+	plan          func(ctx context.Context, tenantID string) int
+	log           *slog.Logger
+	counts        map[string]*Counts
+	down          atomic.Bool // an outage is logged once, and so is the end of it
+}
+
+// NewEnforcer returns an Enforcer. anonymous and authenticated name the
+// rules every public and every authenticated route gets on top of its own;
+// plan gives the factor of a tenant's plan (nil: 1).
+func NewEnforcer(l Limiter, rules []Rule, anonymous, authenticated []string,
+	plan func(ctx context.Context, tenantID string) int, log *slog.Logger) (*Enforcer, error) {
+	e := &Enforcer{limiter: l, rules: map[string]Rule{}, anonymous: anonymous, authenticated: authenticated,
+		plan: plan, log: log, counts: map[string]*Counts{}}
+	for _, r := range rules {
+		if err := r.Validate(); err != nil {
+			return nil, err
+		}
+		e.rules[r.Name] = r
+		e.counts[r.Name] = &Counts{}
+	}
+	return e, nil
+}
+
+// Counts returns the decision counts of a policy, or nil.
+func (e *Enforcer) Counts(policy string) *Counts { return e.counts[policy] }
+
+// CheckRoutes reports a route that names a policy no rule defines: an
+// unknown name must stop the start, not leave the route unlimited.
+func (e *Enforcer) CheckRoutes(routes []httpx.Route) error {
+	for _, r := range routes {
+		for _, n := range r.Limits {
+			if _, ok := e.rules[n]; !ok {
+				return fmt.Errorf("route %s %s: no rate-limit policy named %q", r.Method, r.Path, n)
+			}
+		}
+	}
+	return nil
+}
+
+// rulesFor returns the rules of a route decided before (or after)
+// authentication. On a public route there is no user, so user- and
+// tenant-keyed rules it names are left to the handler (Check).
+func (e *Enforcer) rulesFor(r httpx.Route, before bool) []Rule {
+	names := append([]string{}, r.Limits...)
+	if r.Auth.IsPublic() {
+		names = append(names, e.anonymous...)
+	} else {
+		names = append(names, e.authenticated...)
+	}
+	var out []Rule
+	for _, n := range names {
+		rule, ok := e.rules[n]
+		if ok && rule.before() == before {
+			out = append(out, rule)
+		}
+	}
+	return out
+}
+
+// Before is the IP rate-limit slot: rules keyed by address, route and email.
+func (e *Enforcer) Before(r httpx.Route) echo.MiddlewareFunc { return e.slot(e.rulesFor(r, true)) }
+
+// After is the user rate-limit slot: rules keyed by user and tenant.
+func (e *Enforcer) After(r httpx.Route) echo.MiddlewareFunc { return e.slot(e.rulesFor(r, false)) }
+
+func (e *Enforcer) slot(rules []Rule) echo.MiddlewareFunc {
+	if len(rules) == 0 {
+		return nil
+	}
+	needEmail := false
+	for _, r := range rules {
+		needEmail = needEmail || r.Key == KeyIPEmail || r.Key == KeyEmail
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			email := ""
+			if needEmail {
+				var err error
+				if email, err = peekEmail(c); err != nil {
+					return err
+				}
+			}
+			var tightest *Decision
+			for _, rule := range rules {
+				d, err := e.decide(c.Request().Context(), rule, e.key(c, rule, email))
+				if err != nil {
+					return err
+				}
+				if tightest == nil || d.Remaining < tightest.Remaining || !d.Allowed {
+					tightest = &d
+				}
+				if !d.Allowed {
+					break
+				}
+			}
+			setHeaders(c.Response().Header(), *tightest)
+			if !tightest.Allowed {
+				return Exceeded{Wait: tightest.RetryAfter}
+			}
+			return next(c)
+		}
+	}
+}
+
+// Check decides one request under the named policy for key, for limits a
+// handler applies itself (refresh per user). It returns Exceeded when the
+// request is refused.
+func (e *Enforcer) Check(ctx context.Context, policy, key string) error {
+	rule, ok := e.rules[policy]
+	if !ok {
+		return fmt.Errorf("ratelimit: no policy named %q", policy)
+	}
+	d, err := e.decide(ctx, rule, key)
+	if err != nil {
+		return err
+	}
+	if !d.Allowed {
+		return Exceeded{Wait: d.RetryAfter}
+	}
+	return nil
+}
+
+// decide asks the limiter, applying the plan factor to tenant rules and
+// the rule's choice when the backend fails.
+func (e *Enforcer) decide(ctx context.Context, rule Rule, key string) (Decision, error) {
+	p := rule.Policy
+	if rule.Key == KeyTenant && e.plan != nil {
+		if f := e.plan(ctx, key); f > 1 {
+			p.Limit *= f
+			p.Burst *= f
+			if p.Algorithm == SlidingWindow {
+				p.Limit = min(p.Limit, MaxWindowLimit) // the log's size cap
+			}
+		}
+	}
+	d, err := e.limiter.Allow(ctx, p, key)
+	counts := e.counts[rule.Name]
+	if errors.Is(err, ErrInvalidPolicy) {
+		return Decision{}, err // a configuration bug, not an outage: a 500
+	}
+	if err != nil {
+		counts.Errors.Add(1)
+		if e.down.CompareAndSwap(false, true) {
+			e.log.Error("rate limiter unavailable: applying each policy's on_error", "policy", rule.Name, "error", err.Error())
+		}
+		if rule.OnError == "deny" {
+			return Decision{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return Decision{Allowed: true, Limit: p.Limit, Remaining: p.Limit}, nil
+	}
+	if e.down.CompareAndSwap(true, false) {
+		e.log.Info("rate limiter available again")
+	}
+	// A burst above the limit can leave more than Limit remaining; the
+	// headers then name the burst, so Remaining never exceeds Limit.
+	d.Limit = max(d.Limit, p.Burst)
+	if d.Allowed {
+		counts.Allowed.Add(1)
+	} else {
+		counts.Blocked.Add(1)
+	}
+	return d, nil
+}
+
+// key builds the counting key of a rule for a request.
+func (e *Enforcer) key(c echo.Context, rule Rule, email string) string {
+	switch rule.Key {
+	case KeyIP:
+		return c.RealIP()
+	case KeyIPRoute:
+		return c.RealIP() + "|" + c.Path()
+	case KeyIPEmail:
+		return c.RealIP() + "|" + email
+	case KeyEmail:
+		return email
+	}
+	id := httpx.IdentityOf(c)
+	switch rule.Key {
+	case KeyUser:
+		return id.UserID
+	case KeyUserRoute:
+		return id.UserID + "|" + c.Path()
+	}
+	return id.TenantID // KeyTenant
+}
+
+// peekEmail reads the "email" of a JSON body and puts the body back for
+// the handler. The body limit already bounds what it reads.
+func peekEmail(c echo.Context) (string, error) {
+	r := c.Request()
+	if r.Body == nil || r.Body == http.NoBody {
+		return "", nil
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return "", err // over the limit: the error handler answers 413
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var v struct {
+		Email string `json:"email"`
+	}
+	_ = json.Unmarshal(body, &v) // not JSON: the handler will say so
+	return strings.ToLower(strings.TrimSpace(v.Email)), nil
+}
+
+// setHeaders writes the RateLimit fields (IETF draft: delta seconds) and
+// the older X-RateLimit trio (Reset as a Unix time, as GitHub sends it).
+func setHeaders(h http.Header, d Decision) {
+	reset := int(math.Ceil(d.Reset.Seconds()))
+	limit, remaining := strconv.Itoa(d.Limit), strconv.Itoa(max(d.Remaining, 0))
+	h.Set("RateLimit-Limit", limit)
+	h.Set("RateLimit-Remaining", remaining)
+	h.Set("RateLimit-Reset", strconv.Itoa(reset))
+	h.Set("X-RateLimit-Limit", limit)
+	h.Set("X-RateLimit-Remaining", remaining)
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(time.Duration(reset)*time.Second).Unix(), 10))
+}

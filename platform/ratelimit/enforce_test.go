@@ -1,0 +1,51 @@
+package ratelimit
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"gatehouse/platform/httpx"
+)
+
+// A plan factor never turns a sliding window into an invalid policy, and
+// the headers never show more remaining than the limit they state.
+func TestEnforcerPlanAndHeaders(t *testing.T) {
+	m := NewMemory(nil)
+	defer m.Close()
+	rules := []Rule{
+		{Key: KeyTenant, OnError: "deny", Policy: Policy{Name: "tenant-window", Algorithm: SlidingWindow, Limit: 5000, Period: time.Hour}},
+		{Key: KeyIP, OnError: "deny", Policy: Policy{Name: "bursty", Algorithm: TokenBucket, Limit: 2, Period: time.Hour, Burst: 10}},
+	}
+	e, err := NewEnforcer(m, rules, []string{"bursty"}, nil, func(context.Context, string) int { return 5 }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Check(context.Background(), "tenant-window", "t1"); err != nil {
+		t.Fatalf("5000 × plan 5 on a sliding window: %v, want it capped and allowed", err)
+	}
+	if got := e.Counts("tenant-window"); got.Allowed.Load() != 1 || got.Errors.Load() != 0 {
+		t.Errorf("counts: allowed %d errors %d", got.Allowed.Load(), got.Errors.Load())
+	}
+
+	srv := httpx.New(httpx.Options{Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 1024, Slots: httpx.Slots{IPLimit: e.Before}})
+	if err := srv.Mount(httpx.Route{Method: "GET", Path: "/x", Auth: httpx.Public,
+		Handle: func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }}); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+	if rec.Header().Get("RateLimit-Limit") != "10" || rec.Header().Get("RateLimit-Remaining") != "9" {
+		t.Errorf("burst 10 over limit 2: Limit %q Remaining %q, want 10 and 9",
+			rec.Header().Get("RateLimit-Limit"), rec.Header().Get("RateLimit-Remaining"))
+	}
+	if err := e.CheckRoutes([]httpx.Route{{Method: "GET", Path: "/y", Limits: []string{"nope"}}}); err == nil {
+		t.Error("a route naming an unknown policy was accepted")
+	}
+}
