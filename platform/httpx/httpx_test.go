@@ -375,6 +375,7 @@ func TestMountRefuses(t *testing.T) {
 		{"no handler", Route{Method: "GET", Path: "/x", Auth: Public}, "no handler"},
 		{"relative path", Route{Method: "GET", Path: "x", Auth: Public, Handle: h}, "absolute path"},
 		{"bad permission", Route{Method: "GET", Path: "/x", Auth: Permission("orders"), Handle: h}, "resource:action"},
+		{"inner wildcard", Route{Method: "GET", Path: "/x/*/y", Auth: Public, Handle: h}, "last segment"},
 		{"identity with no authenticator", Route{Method: "GET", Path: "/x", Auth: Authenticated, Handle: h}, "no authenticator"},
 		{"declared twice", Route{Method: "GET", Path: "/ok", Auth: Public, Handle: h}, "declared twice"},
 	} {
@@ -424,7 +425,8 @@ func TestSlotOrder(t *testing.T) {
 }
 
 func TestDocumentIsValidOpenAPI(t *testing.T) {
-	routes := append(testRoutes(), Route{Method: "DELETE", Path: "/v1/orders/{id}", Summary: "Delete an order",
+	routes := append(testRoutes(), Route{Method: "GET", Path: "/api/things/*", Summary: "Proxied", Auth: Public,
+		Handle: func(c echo.Context) error { return nil }}, Route{Method: "DELETE", Path: "/v1/orders/{id}", Summary: "Delete an order",
 		Tags: []string{"orders"}, Auth: Permission("orders:delete"), Limits: []string{"api-user"}, Status: 204,
 		Handle: func(c echo.Context) error { return nil }})
 	doc, err := Document(Info{Title: "t", Version: "1", ServerURL: "http://localhost:8080"}, routes)
@@ -447,6 +449,9 @@ func TestDocumentIsValidOpenAPI(t *testing.T) {
 	if op == nil || op.Extensions["x-required-permission"] != "orders:delete" || op.Responses.Value("403") == nil ||
 		op.Responses.Value("429") == nil || op.Parameters[0].Value.Name != "id" || op.OperationID != "delete_v1_orders_id" {
 		t.Errorf("DELETE operation: %+v", op)
+	}
+	if op := doc.Paths.Find("/api/things/{path}"); op == nil || op.Get.Parameters[0].Value.Name != "path" {
+		t.Errorf("wildcard route in the document: %+v", op)
 	}
 	post := doc.Paths.Find("/items").Post
 	if post.RequestBody == nil || post.Responses.Value("201") == nil || post.Responses.Value("415") == nil {

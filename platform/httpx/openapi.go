@@ -72,7 +72,7 @@ func Document(info Info, routes []Route) (*openapi3.T, error) {
 		op := openapi3.NewOperation()
 		op.Summary, op.Description, op.Tags = r.Summary, r.Description, r.Tags
 		op.OperationID = operationID(r)
-		for _, seg := range strings.Split(r.Path, "/") {
+		for _, seg := range strings.Split(r.docPath(), "/") {
 			if name, ok := strings.CutPrefix(seg, "{"); ok {
 				p := openapi3.NewPathParameter(strings.TrimSuffix(name, "}")).WithSchema(openapi3.NewStringSchema())
 				op.AddParameter(p)
@@ -113,7 +113,7 @@ func Document(info Info, routes []Route) (*openapi3.T, error) {
 		if len(r.Limits) > 0 {
 			op.Responses.Set("429", errorResponse("Rate limited; see Retry-After"))
 		}
-		doc.AddOperation(r.Path, r.Method, op)
+		doc.AddOperation(r.docPath(), r.Method, op)
 	}
 	return doc, nil
 }
@@ -122,7 +122,7 @@ func Document(info Info, routes []Route) (*openapi3.T, error) {
 func operationID(r Route) string {
 	var b strings.Builder
 	b.WriteString(strings.ToLower(r.Method))
-	for _, seg := range strings.Split(r.Path, "/") {
+	for _, seg := range strings.Split(r.docPath(), "/") {
 		seg = strings.Trim(seg, "{}")
 		if seg == "" {
 			continue

@@ -51,7 +51,9 @@ func (a Auth) Permission() string { return a.permission }
 // Route declares one endpoint.
 type Route struct {
 	Method string
-	// Path is written in OpenAPI form: /v1/orders/{id}.
+	// Path is written in OpenAPI form: /v1/orders/{id}. A final "/*"
+	// matches any rest of the path (proxied routes); the OpenAPI document
+	// shows it as a {path} parameter.
 	Path        string
 	Summary     string
 	Description string
@@ -98,6 +100,8 @@ func (r Route) check() error {
 	switch {
 	case r.Method == "" || r.Path == "" || !strings.HasPrefix(r.Path, "/"):
 		return fmt.Errorf("route %s %q: method and an absolute path are required", r.Method, r.Path)
+	case strings.Contains(strings.TrimSuffix(r.Path, "/*"), "*"):
+		return fmt.Errorf("route %s %s: \"*\" may only be the last segment", r.Method, r.Path)
 	case r.Handle == nil:
 		return fmt.Errorf("route %s %s: no handler", r.Method, r.Path)
 	case r.Auth.kind == authUnset:
@@ -108,6 +112,14 @@ func (r Route) check() error {
 		return fmt.Errorf("route %s %s: status %d", r.Method, r.Path, r.Status)
 	}
 	return nil
+}
+
+// docPath is the path as the OpenAPI document shows it.
+func (r Route) docPath() string {
+	if p, ok := strings.CutSuffix(r.Path, "/*"); ok {
+		return p + "/{path}"
+	}
+	return r.Path
 }
 
 func (r Route) status() int {

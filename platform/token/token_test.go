@@ -916,3 +916,42 @@ func BenchmarkVerifyHit(b *testing.B) {
 		})
 	}
 }
+
+// An internal token names the upstream as audience and the caller; it is
+// reused while young, and Gatehouse never accepts it as an access token.
+func TestSignInternal(t *testing.T) {
+	ctx := context.Background()
+	d, err := db.Open(ctx, db.Config{SQLitePath: filepath.Join(t.TempDir(), "g.db")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, d, Config{Issuer: "https://gh.test", Audience: "gatehouse", AccessTTL: 15 * time.Minute, Leeway: 30 * time.Second, Algorithm: RS256}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := &httpx.Identity{UserID: "u1", TenantID: "t1", SessionID: "s1", Roles: []string{"admin"}}
+	raw, err := s.SignInternal(ctx, "orders", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Claims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Audience[0] != "orders" || c.Subject != "u1" || c.TenantID != "t1" || c.SessionID != "" || c.Roles[0] != "admin" ||
+		c.ExpiresAt.Sub(c.IssuedAt.Time) != InternalTTL {
+		t.Errorf("claims %+v", c)
+	}
+	again, _ := s.SignInternal(ctx, "orders", id)
+	other, _ := s.SignInternal(ctx, "billing", id)
+	if again != raw || other == raw {
+		t.Error("internal tokens are not reused per upstream and caller")
+	}
+	if _, err := s.Verify(ctx, raw); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("Gatehouse accepted an internal token: %v", err)
+	}
+}

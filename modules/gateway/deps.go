@@ -1,0 +1,22 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+
+	"gatehouse/platform/httpx"
+)
+
+// Signer makes the short-lived internal token of a request: a token for
+// the route's audience, naming the caller, that the upstream verifies with
+// Gatehouse's JWKS. main.go hands the gateway one built on platform/token.
+type Signer interface {
+	SignInternal(ctx context.Context, audience string, id *httpx.Identity) (string, error)
+}
+
+// Deps is what the gateway needs from elsewhere. Signer may be nil when no
+// route asks for an internal token.
+type Deps struct {
+	Signer Signer
+	Log    *slog.Logger
+}

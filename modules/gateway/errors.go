@@ -1,0 +1,43 @@
+package gateway
+
+import (
+	"time"
+
+	"gatehouse/platform/fault"
+)
+
+// The errors the gateway answers with itself. An upstream's own error
+// responses are passed on unchanged instead.
+var (
+	// ErrInvalidPath: the path has a dot segment, an encoded slash or
+	// backslash, a backslash, an empty segment, a control character or an
+	// encoded letter or digit. Such paths can mean one thing to the
+	// gateway's route table and another to an upstream, so none is
+	// forwarded.
+	ErrInvalidPath = fault.New(fault.Invalid, "invalid_path", "the request path is not allowed through the gateway")
+	// ErrUpgradeRefused: an Upgrade request on a route that does not allow
+	// it, or to a protocol other than WebSocket.
+	ErrUpgradeRefused = fault.New(fault.Invalid, "upgrade_not_allowed", "this route does not allow this protocol upgrade")
+	// ErrBadGateway: no upstream could be reached, or one broke the
+	// exchange before its response.
+	ErrBadGateway = fault.New(fault.BadGateway, "bad_gateway", "the upstream service could not be reached")
+	// ErrGatewayTimeout: the upstream did not answer within the route's
+	// timeout.
+	ErrGatewayTimeout = fault.New(fault.GatewayTimeout, "gateway_timeout", "the upstream service did not answer in time")
+	// ErrUnavailable: every upstream of the route is down (open circuit);
+	// none was contacted.
+	ErrUnavailable = fault.New(fault.Unavailable, "upstream_unavailable", "the upstream service is unavailable: try again later")
+
+	errNoRoute = fault.New(fault.NotFound, "not_found", "no such endpoint")
+	errBadBody = fault.New(fault.Invalid, "invalid_body", "the request body could not be read")
+)
+
+// unavailable is ErrUnavailable with the time until an upstream's cooldown
+// ends, which the error handler sends as Retry-After.
+type unavailable struct {
+	after time.Duration
+}
+
+func (u unavailable) Error() string             { return ErrUnavailable.Error() }
+func (u unavailable) Unwrap() error             { return ErrUnavailable }
+func (u unavailable) RetryAfter() time.Duration { return u.after }

@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"net"
+	"net/url"
+	"strings"
+)
+
+// safePath reports whether a request path may be forwarded. It refuses
+// what could make the gateway and an upstream disagree on which resource
+// is meant, so a path cannot leave its route's prefix or slip past a more
+// specific route:
+//
+//   - a dot segment ("." or ".."), encoded or not: an upstream that
+//     resolves it would serve a path outside the prefix;
+//   - an encoded slash or backslash, or a backslash: some servers split
+//     on them, some do not;
+//   - an empty segment ("//"): some servers merge them;
+//   - a control character, encoded or not;
+//   - an encoded letter, digit or - . _ ~, which no client needs to encode:
+//     Echo routes on the raw path, so "/api/%6Frders" would reach the
+//     route of "/api" while the upstream reads "/api/orders".
+//
+// A trailing slash is allowed.
+func safePath(u *url.URL) bool {
+	p := u.Path
+	if !strings.HasPrefix(p, "/") {
+		return false
+	}
+	for i := 1; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\' || c < 0x20 || c == 0x7f:
+			return false
+		case c == '/' && p[i-1] == '/':
+			return false
+		case c == '.':
+			// A segment of one or two dots: its start is a slash, its
+			// end a slash or the end.
+			j := i
+			for j < len(p) && p[j] == '.' {
+				j++
+			}
+			if p[i-1] == '/' && j-i <= 2 && (j == len(p) || p[j] == '/') {
+				return false
+			}
+			i = j - 1
+		}
+	}
+	// The decoded path cannot show what was encoded; the raw one can. Go
+	// keeps RawPath only when it differs from the default encoding.
+	raw := u.RawPath
+	for i := 0; i+2 < len(raw); i++ {
+		if raw[i] != '%' {
+			continue
+		}
+		c, ok := unhex(raw[i+1], raw[i+2])
+		if !ok || c == '/' || c == '\\' || unreserved(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func unhex(a, b byte) (byte, bool) {
+	x, ok1 := hexval(a)
+	y, ok2 := hexval(b)
+	return x<<4 | y, ok1 && ok2
+}
+
+func hexval(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// unreserved reports whether RFC 3986 calls c unreserved: a character
+// that never needs encoding.
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// hostMatches reports whether the request's Host is want, ignoring case,
+// and ignoring the request's port when want has none.
+func hostMatches(host, want string) bool {
+	if strings.EqualFold(host, want) {
+		return true
+	}
+	if strings.Contains(want, ":") {
+		return false
+	}
+	h, _, err := net.SplitHostPort(host)
+	return err == nil && strings.EqualFold(h, want)
+}
+
+// gatehouseHeader reports whether a header name is in the X-Gatehouse-
+// family, the headers only the gateway may set. Case is ignored and '_'
+// counts as '-', because some upstream stacks (CGI, WSGI, nginx's
+// underscores_in_headers) read X_Gatehouse_User as X-Gatehouse-User.
+func gatehouseHeader(name string) bool {
+	const prefix = "x-gatehouse-"
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := range len(prefix) {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c == '_' {
+			c = '-'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,385 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"gatehouse/platform/httpx"
+)
+
+// statusClientClosed is logged, never sent, when the client leaves before
+// the upstream answers (nginx's 499).
+const statusClientClosed = 499
+
+// errTimeout cancels an exchange whose route timeout passed.
+var errTimeout = errors.New("no response headers within the route timeout")
+
+// exchangeKey finds the exchange in a request's context.
+type exchangeKey struct{}
+
+// exchange is one proxied request: what the handler works out before
+// forwarding, which the ReverseProxy hooks read from the request context,
+// and what they report back. It is also the ResponseWriter handed to the
+// ReverseProxy, so Echo's response keeps the status and size it writes.
+type exchange struct {
+	rt    *route
+	c     echo.Context
+	res   *echo.Response
+	id    *httpx.Identity
+	reqID string
+	token string
+	// path and rawPath are the upstream path after the route's prefix
+	// mapping, before the upstream's base path; rawPath is empty when the
+	// client's path had no unusual escaping.
+	path, rawPath string
+	ctx           context.Context // the exchange's context; its cause says why it ended
+	timer         *time.Timer     // the route timeout, stopped by the response headers
+	up            *upstream       // the upstream of the current attempt
+	err           error           // the current attempt's error, from the ReverseProxy
+	answered      bool            // the upstream's response headers arrived
+	hijacked      bool            // the connection was taken over (an upgrade)
+	body          body
+}
+
+// serve forwards one request to the route's upstreams.
+func (g *Gateway) serve(c echo.Context, rt *route) error {
+	req := c.Request()
+	if rt.cfg.Host != "" && !hostMatches(req.Host, rt.cfg.Host) {
+		return errNoRoute
+	}
+	if !safePath(req.URL) {
+		return ErrInvalidPath
+	}
+	if upg := req.Header.Get("Upgrade"); upg != "" && (!rt.cfg.WebSocket || !strings.EqualFold(upg, "websocket")) {
+		return ErrUpgradeRefused
+	}
+	rest, ok := strings.CutPrefix(req.URL.Path, rt.cfg.Prefix)
+	if !ok || rest != "" && rest[0] != '/' {
+		return errNoRoute // Echo's match makes this impossible; the check keeps it so
+	}
+	ex := &exchange{rt: rt, c: c, res: c.Response(), id: httpx.IdentityOf(c),
+		reqID: httpx.RequestID(c), path: rt.replace + rest}
+	if req.URL.RawPath != "" {
+		// The prefix is plain characters, so it begins the raw path too.
+		ex.rawPath = rt.replace + strings.TrimPrefix(req.URL.RawPath, rt.cfg.Prefix)
+	}
+	if rt.cfg.InternalToken {
+		tok, err := g.signer.SignInternal(req.Context(), rt.cfg.Name, ex.id)
+		if err != nil {
+			return fmt.Errorf("gateway: route %s: internal token: %w", rt.cfg.Name, err)
+		}
+		ex.token = tok
+	}
+
+	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), exchangeKey{}, ex))
+	defer cancel(nil)
+	ex.ctx = ctx
+	// One timer for the whole exchange, retries included, stopped when the
+	// response headers arrive: a stream may then run as long as it needs.
+	ex.timer = time.AfterFunc(rt.cfg.Timeout, func() { cancel(errTimeout) })
+	defer ex.timer.Stop()
+	out := req.WithContext(ctx)
+
+	// A retry is safe only for a request the upstream may see twice and
+	// that has no body to send again.
+	retries := 0
+	if idempotent(req.Method) && req.ContentLength == 0 {
+		retries = rt.cfg.Retries
+	}
+	var tried uint64
+	var last error
+	for attempt := 0; ; attempt++ {
+		up := rt.pool.pick(g.now(), &tried)
+		if up == nil {
+			if last != nil {
+				return last
+			}
+			return unavailable{after: rt.pool.retryAfter(g.now())}
+		}
+		ex.up, ex.err = up, nil
+		g.proxy.ServeHTTP(ex, out)
+		if ex.err == nil {
+			return nil
+		}
+		var retry bool
+		retry, last = g.failure(ex, req)
+		if last == nil || !retry || attempt >= retries {
+			return last
+		}
+	}
+}
+
+// failure deals with an attempt that ended in an error: it records it
+// against the upstream, logs it, and returns whether another upstream may
+// be tried and the error to answer with (nil when no answer can or need be
+// sent).
+func (g *Gateway) failure(ex *exchange, in *http.Request) (retry bool, answer error) {
+	err := ex.err
+	switch {
+	case ex.hijacked || ex.res.Committed:
+		// The response has begun: nothing more can be said to the client.
+		ex.up.release()
+		g.log.Warn("gateway: exchange broken after the response began", "route", ex.rt.cfg.Name,
+			"upstream", ex.up.name, "request_id", ex.reqID, "error", err.Error())
+		return false, nil
+	case in.Context().Err() != nil:
+		// The client left: that says nothing about the upstream.
+		ex.up.release()
+		ex.res.Status = statusClientClosed
+		return false, nil
+	case ex.body.tooLarge.Load():
+		ex.up.release()
+		return false, &http.MaxBytesError{Limit: ex.rt.cfg.MaxBodyBytes}
+	case ex.body.failed.Load():
+		ex.up.release()
+		return false, errBadBody
+	}
+	timeout := errors.Is(err, errTimeout) || context.Cause(ex.ctx) == errTimeout || errors.Is(err, context.DeadlineExceeded)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		timeout = true
+	}
+	g.upstreamFailed(ex, err.Error())
+	if timeout {
+		return false, ErrGatewayTimeout
+	}
+	// Only an upstream that never answered leaves the request unseen, so
+	// only then may one fit to retry go to another.
+	return !ex.answered, ErrBadGateway
+}
+
+// upstreamFailed records a failure of the current upstream and logs it:
+// one line, without headers or tokens.
+func (g *Gateway) upstreamFailed(ex *exchange, reason string) {
+	opened := ex.up.failed(g.now(), ex.rt.cfg.Breaker)
+	g.log.Warn("gateway: upstream failed", "route", ex.rt.cfg.Name, "upstream", ex.up.name,
+		"request_id", ex.reqID, "error", reason, "marked_down", opened)
+}
+
+// idempotent reports whether a request with this method may be sent twice.
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// rewrite is the ReverseProxy's Rewrite hook: it aims the outgoing request
+// at the attempt's upstream and sets the headers the upstream may trust.
+// The ReverseProxy has already removed the hop-by-hop headers (keeping a
+// WebSocket upgrade) and the client's Forwarded and X-Forwarded-* headers.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	ex := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	in, out, base := pr.In, pr.Out, ex.up.url
+	out.URL.Scheme, out.URL.Host = base.Scheme, base.Host
+	out.URL.Path, out.URL.RawPath = base.Path+ex.path, ""
+	if ex.rawPath != "" {
+		out.URL.RawPath = base.Path + ex.rawPath
+	}
+	if out.URL.Path == "" {
+		out.URL.Path = "/"
+	}
+	// Passed as sent: the ReverseProxy drops parameters it cannot parse,
+	// but the gateway decides nothing by the query, so the upstream's
+	// reading is the only one.
+	out.URL.RawQuery = in.URL.RawQuery
+	out.Host = "" // the upstream's own name; the client's goes in X-Forwarded-Host
+
+	h := out.Header
+	for k := range h {
+		if gatehouseHeader(k) {
+			delete(h, k)
+		}
+	}
+	if !ex.rt.cfg.PassAuthorization {
+		delete(h, "Authorization")
+	}
+	ip := ex.c.RealIP()
+	// The client's own X-Forwarded-For is not passed on: unless it came
+	// through a trusted proxy it is whatever the client wrote. RealIP
+	// already read it if the peer is trusted.
+	h.Set("X-Forwarded-For", ip)
+	h.Set("X-Real-Ip", ip)
+	h.Set("X-Forwarded-Host", in.Host)
+	h.Set("X-Forwarded-Proto", proto(in, ip))
+	h.Set("X-Request-Id", ex.reqID)
+	if id := ex.id; id != nil {
+		h.Set("X-Gatehouse-User", id.UserID)
+		h.Set("X-Gatehouse-Tenant", id.TenantID)
+		h.Set("X-Gatehouse-Roles", strings.Join(id.Roles, ","))
+		// The caller may hold only the ":own" form of the route's
+		// permission: the upstream must then serve its own resources only.
+		if id.Scope != "" {
+			h.Set("X-Gatehouse-Scope", id.Scope)
+		}
+	}
+	if ex.token != "" {
+		h.Set("X-Gatehouse-Token", ex.token)
+	}
+	if out.Body != nil {
+		ex.body.rc = out.Body
+		out.Body = &ex.body
+	}
+}
+
+// proto is the scheme the client used: TLS here, or what a trusted proxy
+// in front says. A trusted proxy spoke for the client when the client IP
+// differs from the peer's, since RealIP reads headers only from trusted
+// peers.
+func proto(in *http.Request, clientIP string) string {
+	if in.TLS != nil {
+		return "https"
+	}
+	if peer, _, err := net.SplitHostPort(in.RemoteAddr); err == nil && peer != clientIP {
+		if p := in.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+			return p
+		}
+	}
+	return "http"
+}
+
+// modifyResponse is the ReverseProxy's ModifyResponse hook, run when the
+// upstream's response headers arrive: the timeout stops, the upstream's
+// health is recorded, and headers the upstream sets replace the gateway's
+// defaults (security headers, Cache-Control) rather than being doubled.
+func (g *Gateway) modifyResponse(res *http.Response) error {
+	ex := res.Request.Context().Value(exchangeKey{}).(*exchange)
+	if !ex.timer.Stop() {
+		return errTimeout // it fired as the headers came
+	}
+	ex.answered = true
+	switch res.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		// Passed on as sent, but the upstream is failing.
+		g.upstreamFailed(ex, res.Status)
+	default:
+		ex.up.succeeded()
+	}
+	if strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		// An event stream is open-ended: the server's write timeout, meant
+		// for one response, would cut it off.
+		_ = http.NewResponseController(ex.res.Writer).SetWriteDeadline(time.Time{})
+	}
+	h := ex.res.Header()
+	for k := range res.Header {
+		delete(h, k)
+	}
+	if h.Get(echo.HeaderXRequestID) == "" {
+		// A 1xx response before this one cleared the header map.
+		h.Set(echo.HeaderXRequestID, ex.reqID)
+	}
+	return nil
+}
+
+// proxyError is the ReverseProxy's ErrorHandler: it writes nothing, so the
+// handler can try another upstream or answer in the JSON error model.
+func (g *Gateway) proxyError(_ http.ResponseWriter, r *http.Request, err error) {
+	ex := r.Context().Value(exchangeKey{}).(*exchange)
+	ex.err = err
+}
+
+// Header, Write and WriteHeader go through Echo's response, which keeps
+// the status and size for the access log.
+func (ex *exchange) Header() http.Header { return ex.res.Header() }
+
+func (ex *exchange) Write(p []byte) (int, error) { return ex.res.Write(p) }
+
+func (ex *exchange) WriteHeader(code int) {
+	if code >= 100 && code < 200 {
+		// An informational response (103 Early Hints) goes straight out:
+		// Echo would take it for the final status.
+		ex.res.Writer.WriteHeader(code)
+		return
+	}
+	ex.res.WriteHeader(code)
+}
+
+// FlushError flushes what was written to the client.
+func (ex *exchange) FlushError() error { return http.NewResponseController(ex.res.Writer).Flush() }
+
+// Hijack takes over the client connection for an upgrade; the response
+// counts as sent from then on.
+func (ex *exchange) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	ex.hijacked = true
+	ex.res.Status, ex.res.Committed = http.StatusSwitchingProtocols, true
+	return http.NewResponseController(ex.res.Writer).Hijack()
+}
+
+// body is the request body on its way upstream. It notes whether reading
+// it failed, so the client's failures (too large, broken off) are not
+// held against the upstream. The transport reads it on its own goroutine,
+// hence the atomics.
+type body struct {
+	rc       io.ReadCloser
+	failed   atomic.Bool
+	tooLarge atomic.Bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.fail(err)
+	}
+	return n, err
+}
+
+func (b *body) fail(err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		b.tooLarge.Store(true)
+	}
+	b.failed.Store(true)
+}
+
+func (b *body) Close() error { return b.rc.Close() }
+
+// pooledConn is an upstream connection that copies a request body into
+// itself with a pooled buffer. The transport hands a body of known length
+// to the connection's ReadFrom, and net.TCPConn's allocates a fresh 32 KiB
+// buffer for every body it cannot splice, which is every proxied one.
+type pooledConn struct {
+	net.Conn
+	pool httputil.BufferPool
+}
+
+func (c *pooledConn) ReadFrom(r io.Reader) (int64, error) {
+	buf := c.pool.Get()
+	defer c.pool.Put(buf)
+	return io.CopyBuffer(writerOnly{c.Conn}, r, buf)
+}
+
+// writerOnly hides a ReadFrom, so CopyBuffer uses the buffer it is given.
+type writerOnly struct{ io.Writer }
+
+// bufSize is the size of the copy buffers.
+const bufSize = 32 << 10
+
+// bufferPool lends 32 KiB copy buffers. It keeps array pointers, which
+// fit in an interface without an allocation of their own.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if a, ok := b.p.Get().(*[bufSize]byte); ok {
+		return a[:]
+	}
+	return new([bufSize]byte)[:]
+}
+
+func (b *bufferPool) Put(buf []byte) {
+	if len(buf) == bufSize {
+		b.p.Put((*[bufSize]byte)(buf))
+	}
+}

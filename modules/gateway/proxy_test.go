@@ -1,0 +1,319 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"gatehouse/platform/httpx"
+)
+
+// TestHeaders shows what reaches the upstream: the caller's identity from
+// the gateway, never from the client; Authorization only where the route
+// passes it; forwarding headers the gateway wrote itself.
+func TestHeaders(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	svc := testRoute("svc", "/api/svc", "authenticated", up.URL)
+	svc.InternalToken = true
+	pass := testRoute("pass", "/api/pass", "public", up.URL)
+	pass.PassAuthorization = true
+	h := newHarness(t, []RouteConfig{svc, pass}, fakeSigner{})
+
+	spoof := func(req *http.Request) {
+		// Set as written: Go would otherwise canonicalize the names.
+		req.Header["X-Gatehouse-User"] = []string{"mallory"}
+		req.Header["x-gatehouse-tenant"] = []string{"other-tenant"}
+		req.Header["X_Gatehouse_Roles"] = []string{"super_admin"}
+		req.Header["X-GATEHOUSE-TOKEN"] = []string{"forged"}
+		req.Header["X-Gatehouse-Anything"] = []string{"x"}
+		req.Header.Set("Authorization", "Bearer client-secret")
+		req.Header.Set("X-Forwarded-For", "6.6.6.6")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("X-Forwarded-Host", "evil.example")
+		req.Header.Set("X-Real-IP", "6.6.6.6")
+		req.Header.Set("Forwarded", "for=6.6.6.6;proto=https")
+		req.Header.Set("X-Request-ID", "req-123")
+	}
+	gatehouseKeys := func(hdr http.Header) []string {
+		var keys []string
+		for k := range hdr {
+			if gatehouseHeader(k) {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		return keys
+	}
+
+	t.Run("authenticated route", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/api/svc/items", nil)
+		spoof(req)
+		req.Header.Set("X-Test-User", "u1|t1|admin,editor")
+		res, body := h.send(req)
+		s := decodeSeen(t, res, body)
+		want := map[string]string{
+			"X-Gatehouse-User": "u1", "X-Gatehouse-Tenant": "t1", "X-Gatehouse-Roles": "admin,editor",
+			"X-Gatehouse-Token": "internal.svc.u1", "X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1",
+			"X-Forwarded-Proto": "http", "X-Forwarded-Host": h.srv.Listener.Addr().String(), "X-Request-Id": "req-123",
+		}
+		for k, v := range want {
+			if got := s.Header[k]; len(got) != 1 || got[0] != v {
+				t.Errorf("%s = %q, want [%q]", k, got, v)
+			}
+		}
+		if keys := gatehouseKeys(s.Header); !slices.Equal(keys, []string{"X-Gatehouse-Roles", "X-Gatehouse-Tenant", "X-Gatehouse-Token", "X-Gatehouse-User"}) {
+			t.Errorf("X-Gatehouse headers upstream: %v", keys)
+		}
+		for _, k := range []string{"Authorization", "Forwarded"} {
+			if v, ok := s.Header[k]; ok {
+				t.Errorf("%s reached the upstream: %q", k, v)
+			}
+		}
+		if s.Host != strings.TrimPrefix(up.URL, "http://") {
+			t.Errorf("Host %q, want the upstream's", s.Host)
+		}
+		// The upstream's own headers replace the gateway's defaults.
+		if cc := res.Header.Values("Cache-Control"); !slices.Equal(cc, []string{"max-age=60"}) {
+			t.Errorf("Cache-Control %q, want the upstream's alone", cc)
+		}
+		if id := res.Header.Get("X-Request-ID"); id != "req-123" {
+			t.Errorf("response X-Request-ID %q", id)
+		}
+		if strings.Contains(h.logs.String(), "internal.svc.u1") || strings.Contains(h.logs.String(), "client-secret") {
+			t.Errorf("a token reached the log:\n%s", h.logs)
+		}
+	})
+
+	t.Run("public route passing Authorization", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/api/pass", nil)
+		spoof(req)
+		res, body := h.send(req)
+		s := decodeSeen(t, res, body)
+		if keys := gatehouseKeys(s.Header); len(keys) != 0 {
+			t.Errorf("a public route forwarded X-Gatehouse headers: %v", keys)
+		}
+		if got := s.Header.Get("Authorization"); got != "Bearer client-secret" {
+			t.Errorf("Authorization %q, want it passed", got)
+		}
+		if got := s.Header.Values("X-Forwarded-For"); !slices.Equal(got, []string{"127.0.0.1"}) {
+			t.Errorf("X-Forwarded-For %q", got)
+		}
+	})
+}
+
+// TestHeadersBehindProxy shows the client address and scheme a trusted
+// proxy in front reports are the ones passed on.
+func TestHeadersBehindProxy(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	h := newHarness(t, []RouteConfig{testRoute("svc", "/svc", "public", up.URL)}, nil, func(s *setup) {
+		s.opts.TrustedProxies = []string{"127.0.0.1"}
+	})
+	// The proxy appended the client it saw (203.0.113.7) to what the
+	// client claimed (6.6.6.6): only the proxy's word is taken.
+	res, body := h.do(http.MethodGet, "/svc", nil, map[string]string{
+		"X-Forwarded-For": "6.6.6.6, 203.0.113.7", "X-Forwarded-Proto": "https"})
+	s := decodeSeen(t, res, body)
+	if got := s.Header.Values("X-Forwarded-For"); !slices.Equal(got, []string{"203.0.113.7"}) {
+		t.Errorf("X-Forwarded-For %q, want the client the proxy saw", got)
+	}
+	if got := s.Header.Get("X-Forwarded-Proto"); got != "https" {
+		t.Errorf("X-Forwarded-Proto %q, want the trusted proxy's https", got)
+	}
+}
+
+// TestPaths shows the path mapping (plain, strip_prefix, rewrite, base
+// path) and that query strings and bodies arrive as sent.
+func TestPaths(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	plain := testRoute("plain", "/api/plain", "public", up.URL)
+	strip := testRoute("strip", "/api/strip", "public", up.URL)
+	strip.StripPrefix = true
+	rewrite := testRoute("rewrite", "/api/old", "public", up.URL)
+	rewrite.Rewrite = "/v2"
+	root := testRoute("root", "/api/root", "public", up.URL)
+	root.Rewrite = "/"
+	base := testRoute("base", "/api/base", "public", up.URL+"/base/")
+	base.StripPrefix = true
+	h := newHarness(t, []RouteConfig{plain, strip, rewrite, root, base}, nil)
+
+	cases := []struct{ path, wantURI string }{
+		{"/api/plain", "/api/plain"},
+		{"/api/plain/a/b", "/api/plain/a/b"},
+		{"/api/plain/a/b/", "/api/plain/a/b/"},
+		{"/api/plain/a%20b/%C3%A9?x=1&x=2&y=%2F%3F", "/api/plain/a%20b/%C3%A9?x=1&x=2&y=%2F%3F"},
+		// Kept as sent, though Go's ReverseProxy would drop the parts it
+		// cannot parse.
+		{"/api/plain/q?a=%zz&b=1;c=2&&d", "/api/plain/q?a=%zz&b=1;c=2&&d"},
+		{"/api/strip", "/"},
+		{"/api/strip/", "/"},
+		{"/api/strip/a/b?q=1", "/a/b?q=1"},
+		{"/api/old/a", "/v2/a"},
+		{"/api/old", "/v2"},
+		{"/api/root/a", "/a"},
+		{"/api/base/a?z", "/base/a?z"},
+		{"/api/base", "/base"},
+	}
+	for _, c := range cases {
+		res, body := h.do(http.MethodGet, c.path, nil, nil)
+		if s := decodeSeen(t, res, body); s.RequestURI != c.wantURI {
+			t.Errorf("%s reached the upstream as %s, want %s", c.path, s.RequestURI, c.wantURI)
+		}
+	}
+
+	// Bodies arrive byte for byte, with a length or chunked.
+	data, _ := io.ReadAll(newPatterned(3<<20 + 17))
+	sum := sha256.Sum256(data)
+	for _, chunked := range []bool{false, true} {
+		var r io.Reader = bytes.NewReader(data)
+		if chunked {
+			r = io.MultiReader(r) // hides the length
+		}
+		res, b := h.do(http.MethodPost, "/api/plain/upload", r, map[string]string{"Content-Type": "application/octet-stream"})
+		s := decodeSeen(t, res, b)
+		if s.BodySHA != hex.EncodeToString(sum[:]) || s.BodyLen != int64(len(data)) || s.Chunked != chunked || s.Method != "POST" {
+			t.Errorf("chunked=%v: upstream got %d bytes, sha %s, chunked %v", chunked, s.BodyLen, s.BodySHA, s.Chunked)
+		}
+	}
+}
+
+// TestHost shows a route with a host answers for that host only.
+func TestHost(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	r := testRoute("hosted", "/api/hosted", "public", up.URL)
+	r.Host = "api.example.com"
+	h := newHarness(t, []RouteConfig{r}, nil)
+	for _, host := range []string{"api.example.com", "API.Example.com", "api.example.com:8443"} {
+		req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/api/hosted/x", nil)
+		req.Host = host
+		res, body := h.send(req)
+		if s := decodeSeen(t, res, body); s.Header.Get("X-Forwarded-Host") != host {
+			t.Errorf("host %s: X-Forwarded-Host %q", host, s.Header.Get("X-Forwarded-Host"))
+		}
+	}
+	n := up.hits.Load()
+	for _, host := range []string{"other.example.com", "api.example.com.evil", h.srv.Listener.Addr().String()} {
+		req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/api/hosted/x", nil)
+		req.Host = host
+		res, body := h.send(req)
+		wantError(t, res, body, http.StatusNotFound, "not_found")
+	}
+	if got := up.hits.Load(); got != n {
+		t.Errorf("requests for other hosts reached the upstream: %d", got-n)
+	}
+}
+
+// TestUnauthenticated shows the chain refuses before the upstream is
+// contacted.
+func TestUnauthenticated(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	h := newHarness(t, []RouteConfig{
+		testRoute("user", "/api/user", "authenticated", up.URL),
+		testRoute("perm", "/api/perm", "orders:read", up.URL),
+	}, nil)
+	for _, p := range []string{"/api/user", "/api/user/x", "/api/perm/x?y=1"} {
+		res, body := h.do(http.MethodGet, p, nil, map[string]string{"Authorization": "Bearer nonsense"})
+		wantError(t, res, body, http.StatusUnauthorized, "invalid_token")
+	}
+	if n := up.hits.Load(); n != 0 {
+		t.Errorf("the upstream got %d unauthenticated requests", n)
+	}
+}
+
+// TestPathSafety shows paths that could mean something else upstream are
+// refused before any upstream sees them.
+func TestPathSafety(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	h := newHarness(t, []RouteConfig{testRoute("api", "/api", "public", up.URL)}, nil)
+	bad := []string{
+		"/api/../admin", "/api/%2e%2e/admin", "/api/%2E%2E/admin", "/api/.%2E/x", "/api/%2e/x", "/api/./x",
+		"/api/x/..", "/api/x/.", "/api/x%2fy", "/api/x%2Fy", "/api/x%5cy", "/api/x%5Cy", `/api/x\y`, `/api/x\..\y`,
+		"/api//x", "/api/x//", "/api/%6Frders", "/api/x%41", "/api/x%00y", "/api/x%0d%0ay",
+	}
+	for _, p := range bad {
+		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_path"`) {
+			t.Errorf("%s: %d %s, want 400 invalid_path", p, res.StatusCode, body)
+		}
+	}
+	if n := up.hits.Load(); n != 0 {
+		t.Fatalf("the upstream got %d unsafe paths", n)
+	}
+	for _, p := range []string{"/api/x/", "/api/a..b/...", "/api/.well-known", "/api/x%20y", "/api/%E2%82%AC"} {
+		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+		if s := decodeSeen(t, res, body); s.RequestURI != p {
+			t.Errorf("%s arrived as %s", p, s.RequestURI)
+		}
+	}
+}
+
+// TestUpstreamErrorPassesThrough shows an upstream's own error answers
+// reach the client unchanged.
+func TestUpstreamErrorPassesThrough(t *testing.T) {
+	const teapot = `{"error":"teapot","detail":"short and stout"}`
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.Header().Set("X-Upstream", "yes")
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, teapot)
+	})
+	h := newHarness(t, []RouteConfig{testRoute("tea", "/tea", "public", up.URL)}, nil)
+	res, body := h.do(http.MethodGet, "/tea/pot", nil, nil)
+	if res.StatusCode != http.StatusTeapot || string(body) != teapot ||
+		res.Header.Get("Content-Type") != "application/problem+json" || res.Header.Get("X-Upstream") != "yes" {
+		t.Fatalf("%d %q %v", res.StatusCode, body, res.Header)
+	}
+}
+
+// TestInternalTokenFailure shows a token that cannot be made stops the
+// request with a 500 that says nothing of the cause.
+func TestInternalTokenFailure(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	r := testRoute("svc", "/svc", "authenticated", up.URL)
+	r.InternalToken = true
+	h := newHarness(t, []RouteConfig{r}, fakeSigner{err: errors.New("signing key locked")})
+	res, body := h.do(http.MethodGet, "/svc", nil, map[string]string{"X-Test-User": "u1|t1|"})
+	wantError(t, res, body, http.StatusInternalServerError, "internal")
+	if strings.Contains(string(body), "signing key") || up.hits.Load() != 0 {
+		t.Fatalf("body %s, upstream hits %d", body, up.hits.Load())
+	}
+}
+
+// TestRoutes shows the declared routes: two paths per method, the route's
+// auth, limits and body limit, and an OpenAPI document built from them.
+func TestRoutes(t *testing.T) {
+	r := testRoute("orders", "/api/orders", "orders:read", "http://orders:8080")
+	r.Methods = []string{"GET", "POST"}
+	r.Limits = []string{"api-user"}
+	r.MaxBodyBytes = 1234
+	g, err := New(&Config{Routes: []RouteConfig{r}}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	routes := g.Routes()
+	var got []string
+	for _, rt := range routes {
+		got = append(got, rt.Method+" "+rt.Path)
+		if rt.Summary != "Proxied to orders" || !slices.Equal(rt.Tags, []string{"gateway"}) || rt.Auth.Permission() != "orders:read" ||
+			!slices.Equal(rt.Limits, []string{"api-user"}) || rt.MaxBodyBytes != 1234 || rt.Handle == nil {
+			t.Errorf("route %+v", rt)
+		}
+	}
+	want := []string{"GET /api/orders", "GET /api/orders/*", "POST /api/orders", "POST /api/orders/*"}
+	if !slices.Equal(got, want) {
+		t.Errorf("routes %v, want %v", got, want)
+	}
+	doc, err := httpx.Document(httpx.Info{Title: "t", Version: "1"}, routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc.Paths.Find("/api/orders/{path}") == nil {
+		t.Errorf("no /api/orders/{path} in the document")
+	}
+}
