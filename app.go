@@ -8,17 +8,21 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 
 	"gatehouse/configs"
 	"gatehouse/modules/auth"
+	"gatehouse/modules/gateway"
 	"gatehouse/modules/rbac"
 	"gatehouse/modules/tenant"
 	"gatehouse/platform/audit"
 	"gatehouse/platform/config"
 	"gatehouse/platform/db"
+	"gatehouse/platform/fault"
 	"gatehouse/platform/health"
 	"gatehouse/platform/httpx"
 	"gatehouse/platform/kv"
@@ -49,10 +53,20 @@ func newTokens(ctx context.Context, cfg config.Config, log *slog.Logger, conn *d
 // app is the built application: the server, and the modules whose
 // services commands use.
 type app struct {
-	*httpx.Server
 	auth    *auth.Module
 	rbac    *rbac.Module
 	limiter limiterCloser
+	log     *slog.Logger
+
+	// current is the server in use; Reload replaces it whole.
+	current     atomic.Pointer[httpx.Server]
+	build       func(*gateway.Gateway) (*httpx.Server, error)
+	reloadMu    sync.Mutex
+	gateway     *gateway.Gateway // guarded by reloadMu
+	gatewayDeps gateway.Deps
+	routesFile  string
+	// gatewayRoutes counts the routes of the file in use.
+	gatewayRoutes atomic.Int64
 }
 
 func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, extra ...httpx.Route) (*app, error) {
@@ -77,9 +91,16 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	if err != nil {
 		return nil, fmt.Errorf("rbac: %w", err)
 	}
+	// tenant and auth need each other too: users is bound to auth below.
+	users := &tenantUsers{}
+	tenants, err := tenant.New(ctx, tenant.Deps{DB: conn, KV: store, Users: users, Roles: authz.Service(),
+		Events: events, BaseDomain: cfg.Tenancy.BaseDomain, Plans: slices.Sorted(maps.Keys(cfg.RateLimit.Plans))})
+	if err != nil {
+		return nil, fmt.Errorf("tenant: %w", err)
+	}
 	a := cfg.Auth
-	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: store, Tokens: tokens, Roles: authz.Service(), Limits: limits,
-		Log: log, Events: events,
+	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: store, Tokens: tokens, Roles: authz.Service(),
+		Tenants: authTenants{tenants.Service()}, Limits: limits, Log: log, Events: events,
 		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
 		Config: auth.Config{AccessTTL: a.AccessTTL, Leeway: a.Leeway, RefreshTTL: a.RefreshTTL, SessionMaxAge: a.SessionMaxAge,
 			BcryptCost: a.BcryptCost, LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
@@ -87,71 +108,133 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	tenants, err := tenant.New(ctx, tenant.Deps{DB: conn, KV: store, Users: tenantUsers{authn.Service()}, Roles: authz.Service(),
-		Events: events, BaseDomain: cfg.Tenancy.BaseDomain, Plans: slices.Sorted(maps.Keys(cfg.RateLimit.Plans))})
-	if err != nil {
-		return nil, fmt.Errorf("tenant: %w", err)
-	}
+	users.a = authn.Service()
 	members.svc = tenants.Service()
 	limits.plan = func(ctx context.Context, tenantID string) int {
 		return max(cfg.RateLimit.Plans[tenants.Service().PlanOf(ctx, tenantID)], 1)
 	}
 
-	srv := httpx.New(httpx.Options{
-		Logger:       log,
-		PublicURL:    cfg.HTTP.PublicURL,
-		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
-		HSTSMaxAge:   cfg.HTTP.HSTSMaxAge,
-		CORS:         cfg.CORS,
-		Slots: httpx.Slots{IPLimit: limits.Before, Authenticate: authn.Authenticate, Tenant: tenants.Resolve,
-			UserLimit: limits.After, Authorize: authz.Authorize},
-		TrustedProxies: cfg.HTTP.TrustedProxies,
-		ClientIPHeader: cfg.HTTP.ClientIPHeader,
-	})
 	checks := health.New(cfg.Health.Timeout, log,
 		health.Check{Name: "database", Backend: conn.Dialect(), Required: true, Ping: conn.Ping},
 		health.Check{Name: "cache", Backend: kvBackend(cfg), Required: true, Ping: store.Ping},
 	)
-	if err := srv.Mount(checks.Routes()...); err != nil {
+	ap := &app{auth: authn, rbac: authz, limiter: limiter, log: log, routesFile: cfg.Gateway.RoutesFile,
+		gatewayDeps: gateway.Deps{Signer: tokens, Log: log}}
+	// build makes the server for a gateway: the same modules and slots, the
+	// gateway's routes, and a document describing exactly what is served.
+	ap.build = func(gw *gateway.Gateway) (*httpx.Server, error) {
+		srv := httpx.New(httpx.Options{
+			Logger:       log,
+			PublicURL:    cfg.HTTP.PublicURL,
+			MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+			HSTSMaxAge:   cfg.HTTP.HSTSMaxAge,
+			CORS:         cfg.CORS,
+			Slots: httpx.Slots{IPLimit: limits.Before, Authenticate: authn.Authenticate, Tenant: tenants.Resolve,
+				UserLimit: limits.After, Authorize: authz.Authorize},
+			TrustedProxies: cfg.HTTP.TrustedProxies,
+			ClientIPHeader: cfg.HTTP.ClientIPHeader,
+		})
+		for _, routes := range [][]httpx.Route{checks.Routes(), tokens.Routes(), authn.Routes(), tenants.Routes(), authz.Routes(),
+			{ap.reloadRoute()}, gw.Routes(), extra} {
+			if err := srv.Mount(routes...); err != nil {
+				return nil, err
+			}
+		}
+		if cfg.HTTP.Docs {
+			if err := srv.Mount(web.DocsRoutes()...); err != nil {
+				return nil, err
+			}
+		}
+		if err := limits.CheckRoutes(srv.Routes()); err != nil {
+			return nil, err
+		}
+		doc, err := httpx.Document(httpx.Info{Title: "Gatehouse API", Version: version, ServerURL: cfg.HTTP.PublicURL,
+			Description: "Sign-in, sessions, authorization, rate limits and an API gateway for a multi-tenant SaaS. " +
+				"Errors use one JSON shape: {\"error\": {\"code\", \"message\", \"request_id\", \"details\"}}."}, srv.Routes())
+		if err != nil {
+			return nil, err
+		}
+		spec, err := json.Marshal(doc)
+		if err != nil {
+			return nil, fmt.Errorf("openapi: %w", err)
+		}
+		return srv, srv.Mount(httpx.Route{Method: http.MethodGet, Path: "/openapi.json", Summary: "This OpenAPI document",
+			Tags: []string{"docs"}, Auth: httpx.Public, Hidden: true,
+			Handle: func(c echo.Context) error {
+				c.Response().Header().Set("Cache-Control", "no-cache")
+				return c.JSONBlob(http.StatusOK, spec)
+			}})
+	}
+	if err := ap.Reload(); err != nil {
+		limiter.Close()
 		return nil, err
 	}
-	for _, routes := range [][]httpx.Route{tokens.Routes(), authn.Routes(), tenants.Routes(), authz.Routes(), extra} {
-		if err := srv.Mount(routes...); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.HTTP.Docs {
-		if err := srv.Mount(web.DocsRoutes()...); err != nil {
-			return nil, err
-		}
-	}
+	return ap, nil
+}
 
-	// The document describes every route mounted above; it is built once.
-	if err := limits.CheckRoutes(srv.Routes()); err != nil {
-		return nil, err
-	}
-	var doc *openapi3.T
-	doc, err = httpx.Document(httpx.Info{Title: "Gatehouse API", Version: version, ServerURL: cfg.HTTP.PublicURL,
-		Description: "Sign-in, sessions, authorization, rate limits and an API gateway for a multi-tenant SaaS. " +
-			"Errors use one JSON shape: {\"error\": {\"code\", \"message\", \"request_id\", \"details\"}}."}, srv.Routes())
+// ServeHTTP serves a request on the current server.
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.current.Load().ServeHTTP(w, r) }
+
+// Routes returns the current server's routes.
+func (a *app) Routes() []httpx.Route { return a.current.Load().Routes() }
+
+// Reload reads the gateway's routes file and swaps in a server built with
+// them. Requests in flight finish on the old server. A bad file changes
+// nothing: the error says what is wrong and the old routes stay.
+func (a *app) Reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	gwCfg, err := gateway.Load(a.routesFile)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("gateway: %w", err)
 	}
-	spec, err := json.Marshal(doc)
+	gw, err := gateway.New(gwCfg, a.gatewayDeps)
 	if err != nil {
-		return nil, fmt.Errorf("openapi: %w", err)
+		return fmt.Errorf("gateway: %w", err)
 	}
-	err = srv.Mount(httpx.Route{Method: http.MethodGet, Path: "/openapi.json", Summary: "This OpenAPI document",
-		Tags: []string{"docs"}, Auth: httpx.Public, Hidden: true,
+	srv, err := a.build(gw)
+	if err != nil {
+		gw.Close()
+		return fmt.Errorf("gateway: %w", err)
+	}
+	a.current.Store(srv)
+	if a.gateway != nil {
+		a.gateway.Close()
+	}
+	a.gateway = gw
+	a.gatewayRoutes.Store(int64(len(gwCfg.Routes)))
+	a.log.Info("gateway routes loaded", "file", a.routesFile, "routes", len(gwCfg.Routes))
+	return nil
+}
+
+// ReloadResponse answers a reload.
+type ReloadResponse struct {
+	Routes int `json:"routes"`
+}
+
+// reloadRoute is POST /v1/admin/gateway/reload, for super admins.
+func (a *app) reloadRoute() httpx.Route {
+	return httpx.Route{Method: http.MethodPost, Path: "/v1/admin/gateway/reload", Summary: "Re-read the gateway's routes file",
+		Description: "A file with an error is refused with 400 gateway_config, naming the problem; the routes in use stay.",
+		Tags:        []string{"gateway"}, Auth: httpx.Permission("gateway:manage"), Audit: "gateway.reload", Out: ReloadResponse{},
 		Handle: func(c echo.Context) error {
-			c.Response().Header().Set("Cache-Control", "no-cache")
-			return c.JSONBlob(http.StatusOK, spec)
-		}})
-	return &app{Server: srv, auth: authn, rbac: authz, limiter: limiter}, err
+			if err := a.Reload(); err != nil {
+				a.log.Error("gateway reload refused", "error", err.Error())
+				return fault.New(fault.Invalid, "gateway_config", err.Error())
+			}
+			return c.JSON(http.StatusOK, ReloadResponse{Routes: int(a.gatewayRoutes.Load())})
+		}}
 }
 
 // Close stops what the app runs in the background.
-func (a *app) Close() error { return a.limiter.Close() }
+func (a *app) Close() error {
+	a.reloadMu.Lock()
+	if a.gateway != nil {
+		a.gateway.Close()
+	}
+	a.reloadMu.Unlock()
+	return a.limiter.Close()
+}
 
 // newLimits returns the rate limiter for the key-value backend (Redis when
 // there is one, else in process) and the enforcer of the configured rules.
@@ -204,15 +287,16 @@ func (m *lateMembers) ActiveMember(ctx context.Context, tenantID, userID string)
 	return m.svc.ActiveMember(ctx, tenantID, userID)
 }
 
-// tenantUsers gives the tenant module what it needs of auth's accounts.
+// tenantUsers gives the tenant module what it needs of auth's accounts,
+// bound once auth exists.
 type tenantUsers struct{ a *auth.Service }
 
-func (u tenantUsers) UserByEmail(ctx context.Context, email string) (tenant.User, error) {
+func (u *tenantUsers) UserByEmail(ctx context.Context, email string) (tenant.User, error) {
 	info, err := u.a.UserByEmail(ctx, email)
 	return tenant.User(info), err
 }
 
-func (u tenantUsers) Users(ctx context.Context, ids []string) (map[string]tenant.User, error) {
+func (u *tenantUsers) Users(ctx context.Context, ids []string) (map[string]tenant.User, error) {
 	infos, err := u.a.Users(ctx, ids)
 	out := make(map[string]tenant.User, len(infos))
 	for id, info := range infos {
@@ -221,6 +305,41 @@ func (u tenantUsers) Users(ctx context.Context, ids []string) (map[string]tenant
 	return out, err
 }
 
-func (u tenantUsers) EndTenantSessions(ctx context.Context, tenantID, userID, reason string) error {
+func (u *tenantUsers) EndTenantSessions(ctx context.Context, tenantID, userID, reason string) error {
 	return u.a.EndTenantSessions(ctx, tenantID, userID, reason)
+}
+
+// authTenants gives sign-in what it needs of the tenant module.
+type authTenants struct{ t *tenant.Service }
+
+func authTenant(t tenant.Tenant) auth.Tenant {
+	return auth.Tenant{ID: t.ID, Slug: t.Slug, Name: t.Name, Status: t.Status, LoginMethods: t.LoginMethods,
+		RefreshGraceUses: t.RefreshGraceUses, RefreshGraceWindow: time.Duration(t.RefreshGraceWindowMS) * time.Millisecond}
+}
+
+func (a authTenants) TenantBySlug(ctx context.Context, slug string) (auth.Tenant, error) {
+	t, err := a.t.BySlug(ctx, slug)
+	return authTenant(t), err
+}
+
+func (a authTenants) TenantByID(ctx context.Context, id string) (auth.Tenant, error) {
+	t, err := a.t.Get(ctx, id)
+	return authTenant(t), err
+}
+
+func (a authTenants) MemberStatus(ctx context.Context, tenantID, userID string) (string, error) {
+	m, err := a.t.Membership(ctx, tenantID, userID)
+	return m.Status, err
+}
+
+func (a authTenants) ActiveTenants(ctx context.Context, userID string) ([]string, error) {
+	return a.t.ActiveTenants(ctx, userID)
+}
+
+func (a authTenants) Join(ctx context.Context, tenantID, userID string) error {
+	return a.t.Join(ctx, tenantID, userID)
+}
+
+func (a authTenants) EnsureTenant(ctx context.Context, slug, name string) error {
+	return a.t.EnsureTenant(ctx, slug, name)
 }

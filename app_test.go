@@ -53,7 +53,9 @@ func testConfig(t *testing.T, b backend) config.Config {
 	for i := range cfg.RateLimit.Policies {
 		cfg.RateLimit.Policies[i].Limit = 10000
 	}
-	cfg.Database.SQLitePath = filepath.Join(t.TempDir(), "g.db")
+	dir := t.TempDir()
+	cfg.Database.SQLitePath = filepath.Join(dir, "g.db")
+	cfg.Gateway.RoutesFile = filepath.Join(dir, "routes.yaml") // absent: no proxied routes
 	if b.dbURL != nil {
 		cfg.Database.URL = b.dbURL(t)
 	}

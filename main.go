@@ -364,10 +364,22 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 	log.Info("listening", "addr", ln.Addr().String(), "database", conn.Dialect(), "kv", kvBackend(cfg),
 		"tls", cfg.HTTP.TLSCertFile != "", "version", version, "startup", time.Since(started))
 
-	select {
-	case err := <-served:
-		return fmt.Errorf("http: %w", err)
-	case <-ctx.Done():
+	// SIGHUP re-reads the gateway's routes; a bad file is logged and the
+	// routes in use stay.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for waiting := true; waiting; {
+		select {
+		case err := <-served:
+			return fmt.Errorf("http: %w", err)
+		case <-hup:
+			if err := app.Reload(); err != nil {
+				log.Error("gateway reload refused: the routes in use stay", "error", err.Error())
+			}
+		case <-ctx.Done():
+			waiting = false
+		}
 	}
 	stop() // a second signal now kills at once
 	log.Info("shutting down", "timeout", cfg.HTTP.ShutdownTimeout)

@@ -240,3 +240,48 @@ func walkEnv(v reflect.Value, prefix string, fn func(string)) {
 		}
 	}
 }
+
+// SIGHUP re-reads the gateway's routes in the running process: a valid
+// file adds its routes, an invalid one is logged and changes nothing.
+func TestSighupReloadsGateway(t *testing.T) {
+	up := newUpstream(t)
+	dir := t.TempDir()
+	routes := filepath.Join(dir, "routes.yaml")
+	cmd, logs, stderr := gatehouse(t, []string{
+		"GATEHOUSE_HTTP_ADDR=127.0.0.1:0",
+		"GATEHOUSE_DATABASE_SQLITE_PATH=" + filepath.Join(dir, "g.db"),
+		"GATEHOUSE_GATEWAY_ROUTES_FILE=" + routes,
+		"GATEHOUSE_AUTH_BCRYPT_COST=10",
+	}, "serve")
+	base := "http://" + waitLog(t, logs, "listening")["addr"].(string)
+	status := func() int {
+		res, err := http.Get(base + "/open/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if s := status(); s != 404 {
+		t.Fatalf("before any routes: %d", s)
+	}
+	writeRoutes(t, routes, "routes:\n  - name: open\n    prefix: /open\n    upstreams: ["+up.URL+"]\n    auth: public\n")
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, logs, "gateway routes loaded")
+	if s := status(); s != 200 || up.hits.Load() != 1 {
+		t.Fatalf("after SIGHUP: %d, upstream hits %d", s, up.hits.Load())
+	}
+	writeRoutes(t, routes, "routes: [\n")
+	cmd.Process.Signal(syscall.SIGHUP)
+	if m := waitLog(t, logs, "gateway reload refused: the routes in use stay"); !strings.Contains(m["error"].(string), "routes.yaml") {
+		t.Errorf("the refusal does not name the file: %v", m["error"])
+	}
+	if s := status(); s != 200 {
+		t.Errorf("after a bad file: %d, want the old route still served", s)
+	}
+	go io.Copy(io.Discard, readerOf(logs))
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit: %v (%s)", err, stderr)
+	}
+}

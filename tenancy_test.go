@@ -34,7 +34,12 @@ type person struct {
 
 func newWorld(t *testing.T, b backend) world {
 	t.Helper()
-	app := newTestApp(t, b, nil)
+	return newWorldOn(t, newTestApp(t, b, nil))
+}
+
+// newWorldOn builds the world in a running App.
+func newWorldOn(t *testing.T, app testApp) world {
+	t.Helper()
 	w := world{app: app, acme: insertTenant(t, app, "acme"), globex: insertTenant(t, app, "globex")}
 	ctx := context.Background()
 	join := func(email, slug, role string, super bool) person {

@@ -3,11 +3,24 @@ package auth
 import "context"
 
 // Roles is what sign-in needs from the rbac module: the role names that go
-// into access tokens, and the default role a new member gets.
+// into access tokens.
 type Roles interface {
 	RoleNames(ctx context.Context, tenantID, userID string) ([]string, error)
-	// AssignRole joins the transaction carried by ctx.
-	AssignRole(ctx context.Context, tenantID, userID, roleName string) error
+}
+
+// Tenants is what sign-in needs from the tenant module. Lookups of a
+// missing tenant or membership return an error wrapping fault.ErrNotFound.
+type Tenants interface {
+	TenantBySlug(ctx context.Context, slug string) (Tenant, error)
+	TenantByID(ctx context.Context, id string) (Tenant, error)
+	// MemberStatus returns the status of the user's membership.
+	MemberStatus(ctx context.Context, tenantID, userID string) (string, error)
+	// ActiveTenants returns the ids of the user's active memberships.
+	ActiveTenants(ctx context.Context, userID string) ([]string, error)
+	// Join makes a new user a member with the tenant's default role, in
+	// the transaction carried by ctx.
+	Join(ctx context.Context, tenantID, userID string) error
+	EnsureTenant(ctx context.Context, slug, name string) error
 }
 
 // Limits is the rate limiter, for the limits sign-in applies itself: the

@@ -2,18 +2,12 @@ package auth
 
 import "time"
 
-// Tenant is an organisation whose members sign in to it. The RBAC issue
-// extends it; here it carries what sign-in needs.
+// Tenant is what sign-in knows of a tenant (the tenant module owns them).
 type Tenant struct {
-	ID                   string `gorm:"primaryKey"`
-	Slug                 string
-	Name                 string
-	Status               string
-	RefreshGraceUses     int
-	RefreshGraceWindowMS int `gorm:"column:refresh_grace_window_ms"`
-	DefaultRole          string
-	LoginMethods         string // space-separated: password, …
-	CreatedAt            time.Time
+	ID, Slug, Name, Status string
+	LoginMethods           string // space-separated: password, …
+	RefreshGraceUses       int    // extra uses of a just-rotated refresh token
+	RefreshGraceWindow     time.Duration
 }
 
 // User is a person: global, one email and one password across tenants.
@@ -25,14 +19,6 @@ type User struct {
 	Status       string
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
-}
-
-// Membership ties a user to a tenant; its roles are the rbac module's.
-type Membership struct {
-	UserID    string `gorm:"primaryKey"`
-	TenantID  string `gorm:"primaryKey"`
-	Status    string
-	CreatedAt time.Time
 }
 
 // Session is one sign-in on one device: a family of refresh tokens. Its ID

@@ -18,7 +18,6 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -32,14 +31,15 @@ import (
 
 // Deps is what the module needs from the platform.
 type Deps struct {
-	DB     *db.DB
-	KV     kv.Store
-	Tokens *token.Service
-	Roles  Roles
-	Limits Limits
-	Log    *slog.Logger
-	Events audit.Recorder
-	Config Config
+	DB      *db.DB
+	KV      kv.Store
+	Tokens  *token.Service
+	Roles   Roles
+	Tenants Tenants
+	Limits  Limits
+	Log     *slog.Logger
+	Events  audit.Recorder
+	Config  Config
 	// CookieSecure marks the refresh cookie Secure (off only for plain-http
 	// development).
 	CookieSecure bool
@@ -60,12 +60,10 @@ type Module struct {
 // New returns the module, creating the default tenant if it is missing.
 func New(ctx context.Context, d Deps) (*Module, error) {
 	st := store{db: d.DB}
-	if _, err := st.ensureTenant(ctx, Tenant{ID: newID(), Slug: d.Config.DefaultTenant, Name: "Default",
-		Status: statusActive, RefreshGraceWindowMS: 10000, DefaultRole: "member", LoginMethods: "password",
-		CreatedAt: time.Now().UTC()}); err != nil {
+	if err := d.Tenants.EnsureTenant(ctx, d.Config.DefaultTenant, "Default"); err != nil {
 		return nil, err
 	}
-	svc, err := newService(st, d.Roles, d.Limits, d.Tokens, d.KV, d.Config, d.Log, d.Events)
+	svc, err := newService(st, d.Tenants, d.Roles, d.Limits, d.Tokens, d.KV, d.Config, d.Log, d.Events)
 	if err != nil {
 		return nil, err
 	}

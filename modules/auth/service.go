@@ -70,26 +70,27 @@ type Pair struct {
 
 // Service holds the rules of accounts, sign-in and sessions.
 type Service struct {
-	store  store
-	roles  Roles
-	limits Limits
-	tokens *token.Service
-	kv     kv.Store
-	cfg    Config
-	log    *slog.Logger
-	events audit.Recorder
-	now    func() time.Time
+	store   store
+	tenants Tenants
+	roles   Roles
+	limits  Limits
+	tokens  *token.Service
+	kv      kv.Store
+	cfg     Config
+	log     *slog.Logger
+	events  audit.Recorder
+	now     func() time.Time
 	// dummyHash is compared against when the email is unknown, so that an
 	// unknown email costs the same bcrypt time as a wrong password.
 	dummyHash []byte
 }
 
-func newService(st store, roles Roles, limits Limits, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
+func newService(st store, tenants Tenants, roles Roles, limits Limits, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
 	dummy, err := bcrypt.GenerateFromPassword([]byte("not a password of anyone"), cfg.BcryptCost)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st, roles: roles, limits: limits, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
+	return &Service{store: st, tenants: tenants, roles: roles, limits: limits, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
 		now: func() time.Time { return time.Now().UTC() }, dummyHash: dummy}, nil
 }
 
@@ -144,9 +145,8 @@ func (s *Service) Register(ctx context.Context, email, password, name, tenantSlu
 	}
 	now := s.now()
 	u := User{ID: newID(), Email: email, Name: name, PasswordHash: string(hash), Status: statusActive, CreatedAt: now, UpdatedAt: now}
-	m := Membership{UserID: u.ID, TenantID: t.ID, Status: statusActive, CreatedAt: now}
-	join := func(ctx context.Context) error { return s.roles.AssignRole(ctx, t.ID, u.ID, t.DefaultRole) }
-	if err := s.store.createUser(ctx, u, m, join); err != nil {
+	join := func(ctx context.Context) error { return s.tenants.Join(ctx, t.ID, u.ID) }
+	if err := s.store.createUser(ctx, u, join); err != nil {
 		if errors.Is(err, fault.ErrConflict) {
 			s.record(ctx, audit.Event{Action: "auth.register", Outcome: audit.Failure, TenantID: t.ID,
 				Actor: audit.Anonymous(email), Metadata: map[string]any{"reason": "already_registered"}})
@@ -167,7 +167,7 @@ func (s *Service) tenant(ctx context.Context, slug string) (Tenant, error) {
 	if len(slug) > 64 {
 		return Tenant{}, ErrUnknownTenant
 	}
-	t, err := s.store.tenantBySlug(ctx, slug)
+	t, err := s.tenants.TenantBySlug(ctx, slug)
 	if isNotFound(err) || (err == nil && t.Status != statusActive) {
 		return Tenant{}, ErrUnknownTenant
 	}
@@ -235,15 +235,15 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 // slug, or of the only one when no tenant is named.
 func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tenant, error) {
 	if slug == "" {
-		ms, err := s.store.memberships(ctx, userID)
+		ids, err := s.tenants.ActiveTenants(ctx, userID)
 		if err != nil {
 			return Tenant{}, err
 		}
-		switch len(ms) {
+		switch len(ids) {
 		case 0:
 			return Tenant{}, ErrNotMember
 		case 1:
-			t, err := s.store.tenantByID(ctx, ms[0].TenantID)
+			t, err := s.tenants.TenantByID(ctx, ids[0])
 			if err == nil && t.Status != statusActive {
 				return Tenant{}, ErrNotMember
 			}
@@ -255,8 +255,8 @@ func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tena
 	if err != nil {
 		return Tenant{}, ErrNotMember
 	}
-	m, err := s.store.membership(ctx, userID, t.ID)
-	if isNotFound(err) || (err == nil && m.Status != statusActive) {
+	status, err := s.tenants.MemberStatus(ctx, t.ID, userID)
+	if isNotFound(err) || (err == nil && status != statusActive) {
 		return Tenant{}, ErrNotMember
 	}
 	return t, err
@@ -370,12 +370,12 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair,
 			return Pair{}, err
 		}
 	}
-	t, err := s.store.tenantByID(ctx, sess.TenantID)
+	t, err := s.tenants.TenantByID(ctx, sess.TenantID)
 	if err != nil {
 		return Pair{}, err
 	}
-	m, err := s.store.membership(ctx, sess.UserID, sess.TenantID)
-	if isNotFound(err) || (err == nil && (m.Status != statusActive || t.Status != statusActive)) {
+	status, err := s.tenants.MemberStatus(ctx, sess.TenantID, sess.UserID)
+	if isNotFound(err) || (err == nil && (status != statusActive || t.Status != statusActive)) {
 		return Pair{}, ErrInvalidRefresh
 	}
 	if err != nil {
@@ -388,7 +388,7 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair,
 	}
 	if !won {
 		// Already rotated: a bounded extra use within the grace, or reuse.
-		window := time.Duration(t.RefreshGraceWindowMS) * time.Millisecond
+		window := t.RefreshGraceWindow
 		grace := false
 		if t.RefreshGraceUses > 0 {
 			if grace, err = s.store.useGrace(ctx, rt.ID, t.RefreshGraceUses, now.Add(-window)); err != nil {
@@ -595,7 +595,7 @@ func (s *Service) Me(ctx context.Context, id *httpx.Identity) (User, Tenant, err
 	if err != nil {
 		return User{}, Tenant{}, err
 	}
-	t, err := s.store.tenantByID(ctx, id.TenantID)
+	t, err := s.tenants.TenantByID(ctx, id.TenantID)
 	return u, t, err
 }
 

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"gatehouse/platform/db"
 	"gatehouse/platform/fault"
@@ -18,36 +17,11 @@ type store struct{ db *db.DB }
 
 func (s store) conn(ctx context.Context) *gorm.DB { return s.db.Conn(ctx) }
 
-// ensureTenant creates the tenant with this slug unless it exists; several
-// instances starting at once all end with the one row.
-func (s store) ensureTenant(ctx context.Context, t Tenant) (Tenant, error) {
-	err := s.conn(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "slug"}}, DoNothing: true}).Create(&t).Error
-	if err != nil {
-		return Tenant{}, db.Translate(err)
-	}
-	return s.tenantBySlug(ctx, t.Slug)
-}
-
-func (s store) tenantBySlug(ctx context.Context, slug string) (Tenant, error) {
-	var t Tenant
-	err := s.conn(ctx).Where("slug = ?", slug).First(&t).Error
-	return t, db.Translate(err)
-}
-
-func (s store) tenantByID(ctx context.Context, id string) (Tenant, error) {
-	var t Tenant
-	err := s.conn(ctx).Where("id = ?", id).First(&t).Error
-	return t, db.Translate(err)
-}
-
-// createUser inserts the user and its first membership, then runs then
-// (the role assignment) in the same transaction.
-func (s store) createUser(ctx context.Context, u User, m Membership, then func(ctx context.Context) error) error {
+// createUser inserts the user, then runs then (the first membership) in
+// the same transaction.
+func (s store) createUser(ctx context.Context, u User, then func(ctx context.Context) error) error {
 	return s.db.InTx(ctx, func(ctx context.Context) error {
 		if err := s.conn(ctx).Create(&u).Error; err != nil {
-			return db.Translate(err)
-		}
-		if err := s.conn(ctx).Create(&m).Error; err != nil {
 			return db.Translate(err)
 		}
 		return then(ctx)
@@ -78,18 +52,6 @@ func (s store) usersByID(ctx context.Context, ids []string) ([]User, error) {
 func (s store) setPassword(ctx context.Context, userID, hash string, now time.Time) error {
 	return db.Translate(s.conn(ctx).Model(&User{}).Where("id = ?", userID).
 		Updates(map[string]any{"password_hash": hash, "updated_at": now}).Error)
-}
-
-func (s store) membership(ctx context.Context, userID, tenantID string) (Membership, error) {
-	var m Membership
-	err := s.conn(ctx).Where("user_id = ? AND tenant_id = ?", userID, tenantID).First(&m).Error
-	return m, db.Translate(err)
-}
-
-func (s store) memberships(ctx context.Context, userID string) ([]Membership, error) {
-	var ms []Membership
-	err := s.conn(ctx).Where("user_id = ? AND status = ?", userID, statusActive).Order("created_at").Limit(1000).Find(&ms).Error
-	return ms, db.Translate(err)
 }
 
 // createSession starts a session with its first refresh token.

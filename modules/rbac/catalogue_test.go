@@ -9,7 +9,8 @@ import (
 )
 
 // TestLoadCatalogue reads the shipped roles.yaml: every permission the
-// system needs is there, tenants:manage alone is platform, and the system
+// system needs is there, tenants:manage and gateway:manage alone are
+// platform, and the system
 // roles hold what the design says, admin's "*" written out without the
 // platform permission.
 func TestLoadCatalogue(t *testing.T) {
@@ -19,7 +20,7 @@ func TestLoadCatalogue(t *testing.T) {
 	}
 	want := []string{"orders:read", "orders:write", "orders:delete", "orders:read:own", "orders:write:own",
 		"profile:read", "profile:write", "users:read", "users:manage", "roles:read", "roles:manage",
-		"analytics:read", "audit:read", "settings:manage", "sessions:manage", "tenants:manage"}
+		"analytics:read", "audit:read", "settings:manage", "sessions:manage", "tenants:manage", "gateway:manage"}
 	var names, platform []string
 	for _, p := range c.Permissions() {
 		names = append(names, p.Name)
@@ -35,10 +36,10 @@ func TestLoadCatalogue(t *testing.T) {
 			t.Errorf("catalogue lacks %s", w)
 		}
 	}
-	if !slices.Equal(platform, []string{"tenants:manage"}) {
-		t.Errorf("platform permissions = %v, want [tenants:manage]", platform)
+	if !slices.Equal(platform, []string{"tenants:manage", "gateway:manage"}) {
+		t.Errorf("platform permissions = %v, want [tenants:manage gateway:manage]", platform)
 	}
-	nonPlatform := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == "tenants:manage" })
+	nonPlatform := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == "tenants:manage" || n == "gateway:manage" })
 	roles := map[string][]string{
 		"super_admin": {"*"},
 		"admin":       sorted(nonPlatform...),

@@ -399,3 +399,45 @@ func truncate(s string, n int) string {
 	}
 	return strings.ToValidUTF8(s[:n], "")
 }
+
+// BySlug returns a tenant by its slug, or ErrNotFound.
+func (s *Service) BySlug(ctx context.Context, slug string) (Tenant, error) {
+	t, err := s.store.bySlug(ctx, slug)
+	if errors.Is(err, fault.ErrNotFound) {
+		return Tenant{}, ErrNotFound
+	}
+	return t, err
+}
+
+// Membership returns the user's membership of the tenant, or
+// ErrMemberNotFound.
+func (s *Service) Membership(ctx context.Context, tenantID, userID string) (Membership, error) {
+	return s.member(ctx, tenantID, userID)
+}
+
+// ActiveTenants returns the ids of the tenants where the user is an active
+// member, oldest membership first.
+func (s *Service) ActiveTenants(ctx context.Context, userID string) ([]string, error) {
+	return s.store.activeTenants(ctx, userID)
+}
+
+// Join makes the user an active member with the tenant's default role, in
+// the transaction carried by ctx (registration).
+func (s *Service) Join(ctx context.Context, tenantID, userID string) error {
+	t, err := s.store.byID(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	if err := s.store.addMember(ctx, Membership{UserID: userID, TenantID: tenantID, Status: StatusActive, CreatedAt: s.now()}); err != nil {
+		return err
+	}
+	return s.roles.AssignRole(ctx, tenantID, userID, t.DefaultRole)
+}
+
+// EnsureTenant creates the tenant with this slug unless it exists; several
+// instances starting at once all end with the one row.
+func (s *Service) EnsureTenant(ctx context.Context, slug, name string) error {
+	t := Tenant{ID: uuid.Must(uuid.NewV7()).String(), Slug: slug, Name: name, Status: StatusActive,
+		DefaultRole: "member", LoginMethods: "password", Plan: "default", RefreshGraceWindowMS: 10000, CreatedAt: s.now()}
+	return s.store.ensure(ctx, t)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"gatehouse/platform/db"
 )
@@ -15,6 +16,19 @@ func (s store) conn(ctx context.Context) *gorm.DB { return s.db.Conn(ctx) }
 
 func (s store) create(ctx context.Context, t Tenant) error {
 	return db.Translate(s.conn(ctx).Create(&t).Error)
+}
+
+// ensure inserts t unless a tenant has its slug.
+func (s store) ensure(ctx context.Context, t Tenant) error {
+	return db.Translate(s.conn(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "slug"}}, DoNothing: true}).
+		Create(&t).Error)
+}
+
+func (s store) activeTenants(ctx context.Context, userID string) ([]string, error) {
+	var ids []string
+	err := s.conn(ctx).Model(&Membership{}).Where("user_id = ? AND status = ?", userID, StatusActive).
+		Order("created_at").Limit(1000).Pluck("tenant_id", &ids).Error
+	return ids, db.Translate(err)
 }
 
 func (s store) byID(ctx context.Context, id string) (Tenant, error) {

@@ -46,6 +46,14 @@ type Config struct {
 	Auth      Auth      `yaml:"auth"`
 	Tenancy   Tenancy   `yaml:"tenancy"`
 	RateLimit RateLimit `yaml:"ratelimit"`
+	Gateway   Gateway   `yaml:"gateway"`
+}
+
+// Gateway configures the API gateway.
+type Gateway struct {
+	// RoutesFile holds the proxied routes; re-read on SIGHUP and by
+	// POST /v1/admin/gateway/reload.
+	RoutesFile string `yaml:"routes_file"`
 }
 
 // RateLimit configures the rate-limit policies and which routes they
@@ -179,9 +187,10 @@ func Default() Config {
 			ConnectTimeout:  5 * time.Second,
 			AutoMigrate:     true,
 		},
-		Redis:  Redis{Prefix: "gatehouse:"},
-		Log:    Log{Level: "info", Format: "json"},
-		Health: Health{Timeout: 2 * time.Second},
+		Redis:   Redis{Prefix: "gatehouse:"},
+		Log:     Log{Level: "info", Format: "json"},
+		Health:  Health{Timeout: 2 * time.Second},
+		Gateway: Gateway{RoutesFile: "configs/routes.yaml"},
 		RateLimit: RateLimit{
 			Policies: []Policy{
 				{Name: "login", Algorithm: "sliding_window", Limit: 5, Period: 15 * time.Minute, Key: "ip+email", OnError: "deny"},
