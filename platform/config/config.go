@@ -47,6 +47,27 @@ type Config struct {
 	Tenancy   Tenancy   `yaml:"tenancy"`
 	RateLimit RateLimit `yaml:"ratelimit"`
 	Gateway   Gateway   `yaml:"gateway"`
+	Metrics   Metrics   `yaml:"metrics"`
+	Audit     Audit     `yaml:"audit"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Token guards /metrics on the main listener (Authorization: Bearer).
+	Token string `yaml:"token"`
+	// Listen serves /metrics on a separate address instead, unguarded.
+	Listen string `yaml:"listen"`
+}
+
+// Audit configures the audit log's writer and retention.
+type Audit struct {
+	QueueSize     int           `yaml:"queue_size"`
+	BatchSize     int           `yaml:"batch_size"`
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	Overflow      string        `yaml:"overflow"` // block or drop
+	BlockTimeout  time.Duration `yaml:"block_timeout"`
+	Retention     time.Duration `yaml:"retention"` // 0: keep forever
+	PruneInterval time.Duration `yaml:"prune_interval"`
 }
 
 // Gateway configures the API gateway.
@@ -191,6 +212,8 @@ func Default() Config {
 		Log:     Log{Level: "info", Format: "json"},
 		Health:  Health{Timeout: 2 * time.Second},
 		Gateway: Gateway{RoutesFile: "configs/routes.yaml"},
+		Audit: Audit{QueueSize: 10000, BatchSize: 500, FlushInterval: 200 * time.Millisecond, Overflow: "block",
+			BlockTimeout: 50 * time.Millisecond, Retention: 365 * 24 * time.Hour, PruneInterval: time.Hour},
 		RateLimit: RateLimit{
 			Policies: []Policy{
 				{Name: "login", Algorithm: "sliding_window", Limit: 5, Period: 15 * time.Minute, Key: "ip+email", OnError: "deny"},
@@ -266,6 +289,9 @@ func loadEnv(cfg *Config, getenv func(string) string) error {
 	}
 	if v := getenv("REDIS_URL"); v != "" {
 		cfg.Redis.URL = v
+	}
+	if v := getenv("GATEHOUSE_METRICS_TOKEN"); v != "" {
+		cfg.Metrics.Token = v
 	}
 	if v := getenv("GATEHOUSE_MASTER_KEY"); v != "" {
 		cfg.Auth.MasterKey = v
@@ -407,6 +433,20 @@ func (c Config) Validate() error {
 	}
 	if d := c.Tenancy.BaseDomain; d != "" && (strings.ContainsAny(d, "/:@ ") || strings.HasPrefix(d, ".") || !strings.Contains(d, ".")) {
 		return bad("tenancy.base_domain", "must be a domain such as example.com, got %q", d)
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			return bad("metrics.listen", "must be host:port, got %q", c.Metrics.Listen)
+		}
+	}
+	if c.Metrics.Token != "" && len(c.Metrics.Token) < 16 {
+		return bad("metrics.token", "must have at least 16 characters")
+	}
+	if a := c.Audit; a.QueueSize < 1 || a.BatchSize < 1 || a.FlushInterval <= 0 || a.BlockTimeout < 0 || a.Retention < 0 || a.PruneInterval <= 0 {
+		return bad("audit", "queue_size and batch_size must be at least 1; flush_interval and prune_interval positive; retention and block_timeout not negative")
+	}
+	if o := c.Audit.Overflow; o != "block" && o != "drop" {
+		return bad("audit.overflow", "must be block or drop, got %q", o)
 	}
 	if err := c.RateLimit.validate(); err != nil {
 		return err

@@ -108,6 +108,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if status >= 500 {
 		s.log.Error("request failed", "request_id", id, "status", status, "error", err.Error())
 	}
+	if s.opts.Observe != nil {
+		s.opts.Observe(c, status, fe.Code)
+	}
 	if c.Response().Committed {
 		return
 	}

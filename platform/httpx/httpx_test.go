@@ -206,6 +206,19 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+func TestObserveErrors(t *testing.T) {
+	var seen []string
+	s := newTestServer(t, func(o *Options) {
+		o.Observe = func(c echo.Context, status int, code string) { seen = append(seen, fmt.Sprint(status, " ", code)) }
+	})
+	for _, p := range []string{"/ok", "/nope", "/panic", "/items/taken"} {
+		s.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
+	}
+	if got := strings.Join(seen, ", "); got != "404 not_found, 500 internal, 409 already_there" {
+		t.Errorf("observed %q", got)
+	}
+}
+
 func TestHeadErrorHasNoBody(t *testing.T) {
 	s := newTestServer(t, nil)
 	rec := scenario{method: "HEAD", path: "/nope", wantStatus: 404}.run(t, s)

@@ -44,6 +44,9 @@ type Options struct {
 	// (x-forwarded-for or x-real-ip) names the client.
 	TrustedProxies []string
 	ClientIPHeader string
+	// Observe, if set, is told of every error answer with its status and
+	// code (audit of denials, error metrics). It must not block.
+	Observe func(c echo.Context, status int, code string)
 }
 
 // Server is the Echo instance with Gatehouse's chain and error handler.

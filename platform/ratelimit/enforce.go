@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"gatehouse/platform/audit"
 	"gatehouse/platform/fault"
 	"gatehouse/platform/httpx"
 )
@@ -78,6 +80,67 @@ type Enforcer struct {
 	log           *slog.Logger
 	counts        map[string]*Counts
 	down          atomic.Bool // an outage is logged once, and so is the end of it
+	refusals      refusals
+}
+
+// refusals aggregates refused requests per policy, key and minute: one
+// audit event per key and minute, never one per refused request, so a
+// flood cannot flood the audit log too.
+type refusals struct {
+	events audit.Recorder
+	mu     sync.Mutex
+	minute int64
+	counts map[[2]string]int
+}
+
+// RecordRefusals makes the Enforcer report refusals to events, aggregated
+// per policy, key and minute. Call Flush at shutdown for the last minute.
+func (e *Enforcer) RecordRefusals(events audit.Recorder) { e.refusals.events = events }
+
+func (r *refusals) add(ctx context.Context, policy, key string, now time.Time) {
+	if r.events == nil {
+		return
+	}
+	minute := now.Unix() / 60
+	r.mu.Lock()
+	var done map[[2]string]int
+	var doneMinute int64
+	if minute != r.minute {
+		done, doneMinute = r.counts, r.minute
+		r.counts, r.minute = map[[2]string]int{}, minute
+	}
+	r.counts[[2]string{policy, key}]++
+	r.mu.Unlock()
+	r.emit(ctx, done, doneMinute)
+}
+
+// Flush reports the refusals of the current minute.
+func (e *Enforcer) Flush(ctx context.Context) {
+	r := &e.refusals
+	r.mu.Lock()
+	done, minute := r.counts, r.minute
+	r.counts = map[[2]string]int{}
+	r.mu.Unlock()
+	r.emit(ctx, done, minute)
+}
+
+func (r *refusals) emit(ctx context.Context, counts map[[2]string]int, minute int64) {
+	for k, n := range counts {
+		r.events.Record(ctx, audit.Event{Action: "ratelimit.refused", Outcome: audit.Failure,
+			Actor: audit.Actor{Type: "anonymous", ID: maskKey(k[1])}, ResourceType: "rate_limit_policy", ResourceID: k[0],
+			Metadata: map[string]any{"refused": n, "minute": time.Unix(minute*60, 0).UTC().Format(time.RFC3339)}})
+	}
+}
+
+// maskKey masks the email in a counting key (ip|email, email).
+func maskKey(key string) string {
+	parts := strings.Split(key, "|")
+	for i, p := range parts {
+		if strings.Contains(p, "@") {
+			parts[i] = audit.MaskEmail(p)
+		}
+	}
+	return strings.Join(parts, "|")
 }
 
 // NewEnforcer returns an Enforcer. anonymous and authenticated name the
@@ -234,6 +297,7 @@ func (e *Enforcer) decide(ctx context.Context, rule Rule, key string) (Decision,
 		counts.Allowed.Add(1)
 	} else {
 		counts.Blocked.Add(1)
+		e.refusals.add(ctx, rule.Name, key, time.Now())
 	}
 	return d, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"gatehouse/platform/audit"
 	"gatehouse/platform/httpx"
 )
 
@@ -47,5 +48,44 @@ func TestEnforcerPlanAndHeaders(t *testing.T) {
 	}
 	if err := e.CheckRoutes([]httpx.Route{{Method: "GET", Path: "/y", Limits: []string{"nope"}}}); err == nil {
 		t.Error("a route naming an unknown policy was accepted")
+	}
+}
+
+type recorded struct{ events []audit.Event }
+
+func (r *recorded) Record(_ context.Context, e audit.Event) { r.events = append(r.events, e) }
+
+// Refusals reach the audit log once per policy, key and minute, with the
+// count, and emails in keys masked.
+func TestRefusalsAggregated(t *testing.T) {
+	m := NewMemory(nil)
+	defer m.Close()
+	e, err := NewEnforcer(m, []Rule{{Key: KeyEmail, OnError: "deny",
+		Policy: Policy{Name: "otp", Algorithm: SlidingWindow, Limit: 1, Period: time.Hour}}}, nil, nil, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorded{}
+	e.RecordRefusals(rec)
+	ctx := context.Background()
+	for range 50 {
+		e.Check(ctx, "otp", "alice@example.com")
+	}
+	e.Check(ctx, "otp", "bob@example.com")
+	e.Check(ctx, "otp", "bob@example.com")
+	e.Flush(ctx)
+	if len(rec.events) != 2 {
+		t.Fatalf("%d events for 50 refusals of two keys, want 2: %+v", len(rec.events), rec.events)
+	}
+	got := map[string]any{}
+	for _, ev := range rec.events {
+		got[ev.Actor.ID] = ev.Metadata["refused"]
+		if ev.Action != "ratelimit.refused" || ev.ResourceID != "otp" {
+			t.Errorf("event %+v", ev)
+		}
+	}
+	if got["a***@example.com"] != 49 || got["b***@example.com"] != 1 {
+		t.Errorf("refusals per masked key: %v", got)
 	}
 }
