@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -26,6 +27,7 @@ import (
 	"gatehouse/platform/health"
 	"gatehouse/platform/httpx"
 	"gatehouse/platform/kv"
+	"gatehouse/platform/metrics"
 	"gatehouse/platform/ratelimit"
 	"gatehouse/platform/token"
 	"gatehouse/web"
@@ -56,6 +58,9 @@ type app struct {
 	auth    *auth.Module
 	rbac    *rbac.Module
 	limiter limiterCloser
+	limits  *planLimits
+	metrics *metrics.Metrics
+	audit   *audit.Writer
 	log     *slog.Logger
 
 	// current is the server in use; Reload replaces it whole.
@@ -74,11 +79,19 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	if err != nil {
 		return nil, err
 	}
-	events := audit.Log{Logger: log}
+	met := metrics.New()
+	ac := cfg.Audit
+	writer := audit.NewWriter(conn, audit.WriterConfig{QueueSize: ac.QueueSize, BatchSize: ac.BatchSize,
+		Interval: ac.FlushInterval, Overflow: ac.Overflow, BlockTimeout: ac.BlockTimeout}, log)
+	events := met.Recorder(writer)
+	met.Gauge("gatehouse_audit_queue_depth", "Audit events waiting for the writer.", func() float64 { return float64(writer.Queued()) })
+	met.CounterFunc("gatehouse_audit_events_dropped_total", "Audit events lost to a full queue or a failing database.",
+		func() float64 { return float64(writer.Dropped()) })
 	limiter, limits, err := newLimits(cfg, log, store)
 	if err != nil {
 		return nil, err
 	}
+	limits.RecordRefusals(events)
 	catalogue, err := rbac.LoadCatalogue(configs.Roles)
 	if err != nil {
 		return nil, fmt.Errorf("configs/roles.yaml: %w", err)
@@ -118,7 +131,27 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		health.Check{Name: "database", Backend: conn.Dialect(), Required: true, Ping: conn.Ping},
 		health.Check{Name: "cache", Backend: kvBackend(cfg), Required: true, Ping: store.Ping},
 	)
-	ap := &app{auth: authn, rbac: authz, limiter: limiter, log: log, routesFile: cfg.Gateway.RoutesFile,
+	if err := observe(ctx, met, cfg, conn, store, limits, authn.Service()); err != nil {
+		return nil, err
+	}
+	// Every 403 is an audit event (tenant mismatches are recorded by the
+	// tenant step with more detail); every 5xx is counted.
+	observeErrors := func(c echo.Context, status int, code string) {
+		if status >= 500 {
+			met.ErrorEvent(status)
+		}
+		if (status == http.StatusForbidden && code != "tenant_mismatch") || code == "invalid_path" {
+			e := audit.Event{Action: "access.denied", Outcome: audit.Failure, Actor: audit.Actor{Type: "anonymous"},
+				ResourceType: "route", ResourceID: c.Request().Method + " " + c.Path(), Metadata: map[string]any{"code": code}}
+			if id := httpx.IdentityOf(c); id != nil {
+				e.Actor, e.TenantID = audit.User(id.UserID), id.TenantID
+			}
+			events.Record(audit.WithRequest(c.Request().Context(), audit.Request{IP: c.RealIP(),
+				UserAgent: c.Request().UserAgent(), RequestID: httpx.RequestID(c)}), e)
+		}
+	}
+	ap := &app{auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
+		routesFile:  cfg.Gateway.RoutesFile,
 		gatewayDeps: gateway.Deps{Signer: tokens, Log: log}}
 	// build makes the server for a gateway: the same modules and slots, the
 	// gateway's routes, and a document describing exactly what is served.
@@ -129,13 +162,14 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 			MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 			HSTSMaxAge:   cfg.HTTP.HSTSMaxAge,
 			CORS:         cfg.CORS,
-			Slots: httpx.Slots{IPLimit: limits.Before, Authenticate: authn.Authenticate, Tenant: tenants.Resolve,
+			Observe:      observeErrors,
+			Slots: httpx.Slots{Metrics: met.Slot, IPLimit: limits.Before, Authenticate: authn.Authenticate, Tenant: tenants.Resolve,
 				UserLimit: limits.After, Authorize: authz.Authorize},
 			TrustedProxies: cfg.HTTP.TrustedProxies,
 			ClientIPHeader: cfg.HTTP.ClientIPHeader,
 		})
 		for _, routes := range [][]httpx.Route{checks.Routes(), tokens.Routes(), authn.Routes(), tenants.Routes(), authz.Routes(),
-			{ap.reloadRoute()}, gw.Routes(), extra} {
+			audit.Routes(conn, authz.Service().IsSuperAdmin), {ap.reloadRoute()}, ap.metricsRoutes(cfg.Metrics), gw.Routes(), extra} {
 			if err := srv.Mount(routes...); err != nil {
 				return nil, err
 			}
@@ -226,14 +260,75 @@ func (a *app) reloadRoute() httpx.Route {
 		}}
 }
 
-// Close stops what the app runs in the background.
+// Close stops what the app runs in the background, after the server has
+// stopped serving: the last minute of rate-limit refusals is reported, and
+// the audit writer flushes before the database closes.
 func (a *app) Close() error {
 	a.reloadMu.Lock()
 	if a.gateway != nil {
 		a.gateway.Close()
 	}
 	a.reloadMu.Unlock()
-	return a.limiter.Close()
+	a.limits.Flush(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(a.limiter.Close(), a.audit.Close(ctx))
+}
+
+// metricsRoutes serves /metrics on the main listener when a token guards
+// it; on a separate listener (metrics.listen) serve starts it instead.
+func (a *app) metricsRoutes(cfg config.Metrics) []httpx.Route {
+	if cfg.Token == "" {
+		return nil
+	}
+	h := echo.WrapHandler(a.metrics.Handler(cfg.Token))
+	return []httpx.Route{{Method: http.MethodGet, Path: "/metrics", Summary: "Prometheus metrics (Authorization: Bearer <metrics.token>)",
+		Tags: []string{"operations"}, Auth: httpx.Public, Hidden: true, Handle: h}}
+}
+
+// observe registers what the metrics read from the app's parts.
+func observe(ctx context.Context, met *metrics.Metrics, cfg config.Config, conn *db.DB, store kv.Store,
+	limits *planLimits, authn *auth.Service) error {
+	met.DB("main", conn.SQL())
+	if r, ok := store.(*kv.Redis); ok {
+		r.Client().AddHook(met.RedisHook())
+	}
+	names := make([]string, 0, len(cfg.RateLimit.Policies))
+	for _, p := range cfg.RateLimit.Policies {
+		names = append(names, p.Name)
+	}
+	met.RateLimits(names, func(p string) (int64, int64) {
+		c := limits.Counts(p)
+		return c.Allowed.Load(), c.Blocked.Load()
+	})
+	// Session counts are read from the database at most every 15 s, not
+	// at every scrape.
+	var (
+		mu        sync.Mutex
+		read      time.Time
+		live, act int64
+	)
+	activity := func() (int64, int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(read) > 15*time.Second {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if s, u, err := authn.Activity(ctx); err == nil {
+				live, act, read = s, u, time.Now()
+			}
+		}
+		return live, act
+	}
+	met.Gauge("gatehouse_active_sessions", "Sessions neither revoked nor expired.", func() float64 {
+		s, _ := activity()
+		return float64(s)
+	})
+	met.Gauge("gatehouse_business_kpi_active_users", "Users who used a session in the last 24 hours.", func() float64 {
+		_, u := activity()
+		return float64(u)
+	})
+	return nil
 }
 
 // newLimits returns the rate limiter for the key-value backend (Redis when

@@ -286,3 +286,17 @@ type httpRecorder = httptest.ResponseRecorder
 func basic(user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 }
+
+// auditActions flushes the App's audit writer and returns the actions
+// recorded, in order.
+func auditActions(t *testing.T, app testApp) []string {
+	t.Helper()
+	if err := app.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	if err := app.db.Conn(context.Background()).Raw("SELECT action FROM audit_events ORDER BY time, seq").Scan(&actions).Error; err != nil {
+		t.Fatal(err)
+	}
+	return actions
+}

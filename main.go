@@ -8,6 +8,8 @@
 //	gatehouse [--config FILE] migrate status  list applied and pending migrations
 //	gatehouse [--config FILE] admin super-admin add|remove EMAIL
 //	                                          make or unmake a platform-wide super admin
+//	gatehouse [--config FILE] audit verify [--tenant ID]
+//	                                          check the audit log's hash chains
 //	gatehouse [--config FILE] health          probe this host's /health (container HEALTHCHECK)
 //	gatehouse [--config FILE] keys rotate     make a new signing key; old ones verify until their tokens expire
 //	gatehouse version                         print the version
@@ -36,6 +38,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"gatehouse/platform/audit"
 	"gatehouse/platform/config"
 	"gatehouse/platform/db"
 	"gatehouse/platform/httpx"
@@ -54,6 +57,8 @@ commands:
   keys rotate      make a new signing key (old keys stay in the JWKS until their tokens expire)
   admin super-admin add|remove EMAIL
                    make or unmake a platform-wide super admin (the account must exist)
+  audit verify [--tenant ID]
+                   check the audit log's hash chains; names the first broken link
   health           exit 0 if the server on this host answers /health (for HEALTHCHECK)
   version          print the version
 
@@ -88,6 +93,7 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 	fset := flag.NewFlagSet("gatehouse", flag.ContinueOnError)
 	fset.SetOutput(io.Discard) // run prints the one usage text
 	configPath := fset.String("config", getenv("GATEHOUSE_CONFIG"), "configuration file")
+	tenantFlag := fset.String("tenant", "", "audit verify: only this tenant's chain")
 	// Flags may stand before or after the command: parse both places.
 	var cmd []string
 	for rest := args; ; {
@@ -128,6 +134,12 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		return superAdmin(ctx, cfg, cmd[2] == "add", cmd[3], stdout, stderr)
+	case len(cmd) == 2 && cmd[0] == "audit" && cmd[1] == "verify":
+		cfg, err := config.Load(*configPath, getenv)
+		if err != nil {
+			return err
+		}
+		return verifyAudit(ctx, cfg, *tenantFlag, stdout, stderr)
 	case len(cmd) == 2 && cmd[0] == "keys" && cmd[1] == "rotate":
 		cfg, err := config.Load(*configPath, getenv)
 		if err != nil {
@@ -253,6 +265,36 @@ func migrate(ctx context.Context, cfg config.Config, action string, stdout, stde
 	return tw.Flush()
 }
 
+// verifyAudit walks the audit chains (one tenant's with --tenant) and
+// reports the first broken link of each; exit 1 if any.
+func verifyAudit(ctx context.Context, cfg config.Config, tenant string, stdout, stderr io.Writer) error {
+	conn, err := openMigrated(ctx, cfg, newLogger(cfg.Log, stderr))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var only *string
+	if tenant != "" {
+		only = &tenant
+	}
+	breaks, err := audit.Verify(ctx, conn, only)
+	if err != nil {
+		return fmt.Errorf("audit verify: %w", err)
+	}
+	for _, b := range breaks {
+		chain := b.Tenant
+		if chain == "" {
+			chain = "(platform)"
+		}
+		fmt.Fprintf(stdout, "BROKEN chain %s at seq %d (row %s): %s\n", chain, b.Seq, b.ID, b.Reason)
+	}
+	if len(breaks) > 0 {
+		return fmt.Errorf("audit verify: %d chain(s) broken", len(breaks))
+	}
+	fmt.Fprintln(stdout, "audit log intact")
+	return nil
+}
+
 // rotateKeys makes a new signing key. Running servers pick it up on their
 // own (see platform/token); tokens signed with the old key keep verifying
 // until they expire.
@@ -338,6 +380,12 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 		return err
 	}
 	defer app.Close()
+	if cfg.Audit.Retention > 0 {
+		// Stopped, and waited for, before the database closes.
+		rctx, stopRetention := context.WithCancel(context.Background())
+		done := audit.StartRetention(rctx, conn, cfg.Audit.PruneInterval, cfg.Audit.Retention, log)
+		defer func() { stopRetention(); <-done }()
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return fmt.Errorf("http.addr: %w", err)
@@ -361,6 +409,17 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 			served <- srv.Serve(ln)
 		}
 	}()
+	if cfg.Metrics.Listen != "" {
+		// Metrics on their own address: no token, and off the public port.
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		msrv := &http.Server{Handler: app.metrics.Handler(""), ReadHeaderTimeout: 5 * time.Second}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "database", conn.Dialect(), "kv", kvBackend(cfg),
 		"tls", cfg.HTTP.TLSCertFile != "", "version", version, "startup", time.Since(started))
 

@@ -62,6 +62,7 @@ func TestEveryRouteEnforcesItsAuth(t *testing.T) {
 		"DELETE /v1/tenants/{id}/members/{user}":              {path: "/v1/tenants/" + acme + "/members/" + nobody},
 		"POST /v1/tenants/{id}/members/{user}/roles":          {path: "/v1/tenants/" + acme + "/members/" + nobody + "/roles", body: map[string]any{"role_id": nobody}},
 		"DELETE /v1/tenants/{id}/members/{user}/roles/{role}": {path: "/v1/tenants/" + acme + "/members/" + nobody + "/roles/" + nobody},
+		"GET /v1/audit":                                       {path: "/v1/audit"},
 		"POST /v1/admin/gateway/reload":                       {path: "/v1/admin/gateway/reload"},
 		"GET /v1/permissions":                                 {path: "/v1/permissions"},
 		"GET /v1/roles":                                       {path: "/v1/roles"},

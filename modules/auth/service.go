@@ -687,3 +687,16 @@ func (s *Service) EndTenantSessions(ctx context.Context, tenantID, userID, reaso
 	_, err := s.endSessions(ctx, userID, reason, func(q *gorm.DB) *gorm.DB { return q.Where("tenant_id = ?", tenantID) })
 	return err
 }
+
+// Activity counts live sessions, and the users who used one in the last
+// day, for the operators' gauges.
+func (s *Service) Activity(ctx context.Context) (sessions, activeUsers int64, err error) {
+	now := s.now()
+	q := s.store.conn(ctx).Model(&Session{}).Where("revoked_at IS NULL AND expires_at > ?", now)
+	if err := q.Count(&sessions).Error; err != nil {
+		return 0, 0, err
+	}
+	err = s.store.conn(ctx).Model(&Session{}).Where("revoked_at IS NULL AND last_used_at > ?", now.Add(-24*time.Hour)).
+		Distinct("user_id").Count(&activeUsers).Error
+	return sessions, activeUsers, err
+}

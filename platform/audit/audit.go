@@ -1,10 +1,19 @@
-// Package audit defines the security events every module records.
+// Package audit records the security events every module reports, keeps
+// them tamper-evident, and serves them to administrators.
 //
 // Recording is one call on a Recorder, so capabilities added later add
-// their events without touching the writer. This package holds the event
-// shape and a Recorder that writes events to the structured log; the
-// audit-log issue adds the batched, hash-chained database writer behind the
-// same interface.
+// their events without touching the writer. Log writes events to the
+// structured log; Writer queues them and writes them to the database in
+// batches, in the background, so that recording never slows or fails a
+// request.
+//
+// Each tenant's events (and the platform's own, under tenant "") form a
+// hash chain: every stored event carries its position (seq), the hash of
+// the event before it and a SHA-256 over its own content and those two, so
+// Verify finds an event that was changed, deleted or slipped in later.
+// Prune deletes old events from the start of a chain and leaves an anchor
+// that keeps the rest verifiable. List and Stream query the log, and Routes
+// serves it over HTTP, as JSON pages or as NDJSON and CSV exports.
 package audit
 
 import (
