@@ -152,7 +152,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	}
 	ap := &app{auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
 		routesFile:  cfg.Gateway.RoutesFile,
-		gatewayDeps: gateway.Deps{Signer: tokens, Log: log}}
+		gatewayDeps: gateway.Deps{Signer: tokens, Log: log, Observe: met.Upstream}}
 	// build makes the server for a gateway: the same modules and slots, the
 	// gateway's routes, and a document describing exactly what is served.
 	ap.build = func(gw *gateway.Gateway) (*httpx.Server, error) {
@@ -225,6 +225,9 @@ func (a *app) Reload() error {
 	gw, err := gateway.New(gwCfg, a.gatewayDeps)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
+	}
+	for _, r := range gwCfg.Routes {
+		a.metrics.DeclareUpstreams(r.Name)
 	}
 	srv, err := a.build(gw)
 	if err != nil {

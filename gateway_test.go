@@ -202,3 +202,30 @@ func TestGatewayReload(t *testing.T) {
 		t.Error("the refused reload was not logged")
 	}
 }
+
+// Upstream latency and errors reach the metrics, labelled by route name.
+func TestGatewayUpstreamMetrics(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close() // refuses connections
+	cfg := testConfig(t, backends[0])
+	cfg.Metrics.Token = metricsToken
+	writeRoutes(t, cfg.Gateway.RoutesFile, "routes:\n"+
+		"  - {name: live, prefix: /live, upstreams: ["+up.URL+"], auth: public}\n"+
+		"  - {name: dead, prefix: /dead, upstreams: ["+dead.URL+"], auth: public}\n")
+	app := startApp(t, cfg)
+	wantStatus(t, app.do(t, req{method: "GET", path: "/live/a"}), 200, "")
+	wantStatus(t, app.do(t, req{method: "GET", path: "/live/b"}), 200, "")
+	wantStatus(t, app.do(t, req{method: "GET", path: "/dead/a"}), 502, "bad_gateway")
+	m := scrape(t, app)
+	for name, want := range map[string]float64{
+		`gatehouse_gateway_upstream_duration_seconds_count{route="live"}`:       2,
+		`gatehouse_gateway_upstream_errors_total{outcome="error",route="dead"}`: 1,
+		`gatehouse_gateway_upstream_errors_total{outcome="error",route="live"}`: 0,
+	} {
+		if m[name] != want {
+			t.Errorf("%s = %v, want %v", name, m[name], want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"gatehouse/platform/httpx"
 )
@@ -19,4 +20,8 @@ type Signer interface {
 type Deps struct {
 	Signer Signer
 	Log    *slog.Logger
+	// Observe, if set, is told of every upstream attempt: the route's name,
+	// how long the exchange took, and its outcome (ok, status_5xx, error,
+	// timeout, canceled, or circuit_open when no upstream could be tried).
+	Observe func(route string, d time.Duration, outcome string)
 }

@@ -35,6 +35,7 @@ type Gateway struct {
 	proxy     *httputil.ReverseProxy
 	transport *http.Transport
 	signer    Signer
+	observe   func(route string, d time.Duration, outcome string)
 	log       *slog.Logger
 	now       func() time.Time // the breakers' clock
 
@@ -73,7 +74,7 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	buffers := &bufferPool{}
-	g := &Gateway{signer: d.Signer, log: d.Log, now: now, transport: newTransport(buffers)}
+	g := &Gateway{signer: d.Signer, observe: d.Observe, log: d.Log, now: now, transport: newTransport(buffers)}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
 		Transport:      g.transport,

@@ -106,10 +106,13 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 			if last != nil {
 				return last
 			}
+			g.report(rt.cfg.Name, 0, "circuit_open")
 			return unavailable{after: rt.pool.retryAfter(g.now())}
 		}
 		ex.up, ex.err = up, nil
+		began := time.Now()
 		g.proxy.ServeHTTP(ex, out)
+		g.report(rt.cfg.Name, time.Since(began), outcome(ex, req))
 		if ex.err == nil {
 			return nil
 		}
@@ -166,6 +169,28 @@ func (g *Gateway) upstreamFailed(ex *exchange, reason string) {
 	opened := ex.up.failed(g.now(), ex.rt.cfg.Breaker)
 	g.log.Warn("gateway: upstream failed", "route", ex.rt.cfg.Name, "upstream", ex.up.name,
 		"request_id", ex.reqID, "error", reason, "marked_down", opened)
+}
+
+// report tells Deps.Observe of an attempt.
+func (g *Gateway) report(route string, d time.Duration, outcome string) {
+	if g.observe != nil {
+		g.observe(route, d, outcome)
+	}
+}
+
+// outcome names how an attempt ended, from a fixed list (metric labels).
+func outcome(ex *exchange, in *http.Request) string {
+	switch {
+	case ex.err == nil && ex.res.Status >= 500:
+		return "status_5xx"
+	case ex.err == nil:
+		return "ok"
+	case in.Context().Err() != nil:
+		return "canceled"
+	case errors.Is(ex.err, errTimeout) || context.Cause(ex.ctx) == errTimeout || errors.Is(ex.err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	return "error"
 }
 
 // idempotent reports whether a request with this method may be sent twice.
