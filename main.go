@@ -313,6 +313,13 @@ func rotateKeys(ctx context.Context, cfg config.Config, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("keys rotate: %w", err)
 	}
+	// Key rotation is a security event: recorded, and flushed before exit.
+	w := audit.NewWriter(conn, audit.WriterConfig{}, log)
+	w.Record(ctx, audit.Event{Action: "keys.rotate", Outcome: audit.Success, Actor: audit.Actor{Type: "system", ID: "cli"},
+		ResourceType: "signing_key", ResourceID: kid})
+	if err := w.Close(ctx); err != nil {
+		return fmt.Errorf("keys rotate: audit: %w", err)
+	}
 	fmt.Fprintf(stdout, "new signing key %s is active\n", kid)
 	return nil
 }

@@ -162,6 +162,11 @@ func TestKeysRotateCommand(t *testing.T) {
 		t.Fatalf("keys rotate: %d %q %q", code, out, errOut)
 	}
 	newKID := strings.Fields(out)[3]
+	var recorded int64
+	before.db.Conn(context.Background()).Raw("SELECT count(*) FROM audit_events WHERE action = 'keys.rotate' AND resource_id = ?", newKID).Scan(&recorded)
+	if recorded != 1 {
+		t.Errorf("the rotation was audited %d times, want once", recorded)
+	}
 
 	after := startApp(t, cfg) // an instance started after the rotation
 	wantStatus(t, after.me(t, old.AccessToken), 200, "")
