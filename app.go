@@ -146,8 +146,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 			if id := httpx.IdentityOf(c); id != nil {
 				e.Actor, e.TenantID = audit.User(id.UserID), id.TenantID
 			}
-			events.Record(audit.WithRequest(c.Request().Context(), audit.Request{IP: c.RealIP(),
-				UserAgent: c.Request().UserAgent(), RequestID: httpx.RequestID(c)}), e)
+			events.Record(audit.RequestContext(c), e)
 		}
 	}
 	ap := &app{auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,

@@ -62,6 +62,15 @@ func testConfig(t *testing.T, b backend) config.Config {
 	if b.redisURL != nil {
 		cfg.Redis.URL = b.redisURL(t)
 		cfg.Redis.Prefix = "test:" + testenv.Random(6) + ":"
+		url, prefix := cfg.Redis.URL, cfg.Redis.Prefix
+		t.Cleanup(func() {
+			r, err := kv.NewRedis(context.Background(), url, "")
+			if err != nil {
+				return // the test took Redis away; nothing to clean
+			}
+			defer r.Close()
+			testenv.DeleteKeys(t, r.Client(), prefix)
+		})
 	}
 	return cfg
 }

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -112,13 +111,6 @@ func userResponse(u User) UserResponse {
 
 func tenantRef(t Tenant) TenantRef { return TenantRef{ID: t.ID, Slug: t.Slug, Name: t.Name} }
 
-// requestContext carries the request's origin to the service's events.
-func requestContext(c echo.Context) context.Context {
-	r := c.Request()
-	return audit.WithRequest(r.Context(), audit.Request{IP: c.RealIP(), UserAgent: truncate(r.UserAgent(), 256),
-		RequestID: httpx.RequestID(c)})
-}
-
 func client(c echo.Context) Client {
 	return Client{IP: c.RealIP(), UserAgent: c.Request().UserAgent()}
 }
@@ -128,7 +120,7 @@ func (m *Module) register(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	u, t, err := m.svc.Register(requestContext(c), req.Email, req.Password, req.Name, req.Tenant)
+	u, t, err := m.svc.Register(audit.RequestContext(c), req.Email, req.Password, req.Name, req.Tenant)
 	if err != nil {
 		return err
 	}
@@ -140,7 +132,7 @@ func (m *Module) login(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	pair, err := m.svc.Login(requestContext(c), req.Email, req.Password, req.Tenant, client(c))
+	pair, err := m.svc.Login(audit.RequestContext(c), req.Email, req.Password, req.Tenant, client(c))
 	if err != nil {
 		return err
 	}
@@ -156,7 +148,7 @@ func (m *Module) refresh(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	pair, err := m.svc.Refresh(requestContext(c), raw, client(c))
+	pair, err := m.svc.Refresh(audit.RequestContext(c), raw, client(c))
 	if err != nil {
 		if fromCookie {
 			m.clearCookies(c)
@@ -225,7 +217,7 @@ func (m *Module) logout(c echo.Context) error {
 			return err
 		}
 	}
-	if err := m.svc.Logout(requestContext(c), httpx.IdentityOf(c), req.RefreshToken); err != nil {
+	if err := m.svc.Logout(audit.RequestContext(c), httpx.IdentityOf(c), req.RefreshToken); err != nil {
 		return err
 	}
 	m.clearCookies(c)
@@ -233,7 +225,7 @@ func (m *Module) logout(c echo.Context) error {
 }
 
 func (m *Module) logoutAll(c echo.Context) error {
-	if err := m.svc.LogoutAll(requestContext(c), httpx.IdentityOf(c)); err != nil {
+	if err := m.svc.LogoutAll(audit.RequestContext(c), httpx.IdentityOf(c)); err != nil {
 		return err
 	}
 	m.clearCookies(c)
@@ -268,7 +260,7 @@ func (m *Module) sessions(c echo.Context) error {
 }
 
 func (m *Module) revokeSession(c echo.Context) error {
-	if err := m.svc.RevokeSession(requestContext(c), httpx.IdentityOf(c), c.Param("id")); err != nil {
+	if err := m.svc.RevokeSession(audit.RequestContext(c), httpx.IdentityOf(c), c.Param("id")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -279,7 +271,7 @@ func (m *Module) changePassword(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	if err := m.svc.ChangePassword(requestContext(c), httpx.IdentityOf(c), req.CurrentPassword, req.NewPassword); err != nil {
+	if err := m.svc.ChangePassword(audit.RequestContext(c), httpx.IdentityOf(c), req.CurrentPassword, req.NewPassword); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -290,7 +282,7 @@ func (m *Module) switchTenant(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	pair, err := m.svc.SwitchTenant(requestContext(c), httpx.IdentityOf(c), strings.TrimSpace(req.Tenant), client(c))
+	pair, err := m.svc.SwitchTenant(audit.RequestContext(c), httpx.IdentityOf(c), strings.TrimSpace(req.Tenant), client(c))
 	if err != nil {
 		return err
 	}

@@ -198,7 +198,7 @@ func (m *Module) introspect(c echo.Context) error {
 	if raw == "" {
 		return fault.Field("token", "token is required")
 	}
-	cl, err := m.svc.Introspect(requestContext(c), raw, id)
+	cl, err := m.svc.Introspect(audit.RequestContext(c), raw, id)
 	if err != nil || cl == nil {
 		return c.JSON(http.StatusOK, IntrospectResponse{Active: false})
 	}

@@ -1,7 +1,6 @@
 package rbac
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -102,16 +101,6 @@ func roleResponse(r Role) RoleResponse {
 		Permissions: perms, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
 }
 
-// requestContext carries the request's origin to the service's events.
-func requestContext(c echo.Context) context.Context {
-	r := c.Request()
-	ua := r.UserAgent()
-	if len(ua) > 256 {
-		ua = strings.ToValidUTF8(ua[:256], "")
-	}
-	return audit.WithRequest(r.Context(), audit.Request{IP: c.RealIP(), UserAgent: ua, RequestID: httpx.RequestID(c)})
-}
-
 func (m *Module) permissions(c echo.Context) error {
 	perms := m.svc.cat.Permissions()
 	out := PermissionsResponse{Permissions: make([]PermissionResponse, len(perms))}
@@ -146,7 +135,7 @@ func (m *Module) createRole(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	r, err := m.svc.CreateRole(requestContext(c), httpx.IdentityOf(c), req.Name, strings.TrimSpace(req.Description), req.Permissions)
+	r, err := m.svc.CreateRole(audit.RequestContext(c), httpx.IdentityOf(c), req.Name, strings.TrimSpace(req.Description), req.Permissions)
 	if err != nil {
 		return err
 	}
@@ -158,7 +147,7 @@ func (m *Module) updateRole(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	r, err := m.svc.UpdateRole(requestContext(c), httpx.IdentityOf(c), c.Param("id"), strings.TrimSpace(*req.Description))
+	r, err := m.svc.UpdateRole(audit.RequestContext(c), httpx.IdentityOf(c), c.Param("id"), strings.TrimSpace(*req.Description))
 	if err != nil {
 		return err
 	}
@@ -166,7 +155,7 @@ func (m *Module) updateRole(c echo.Context) error {
 }
 
 func (m *Module) deleteRole(c echo.Context) error {
-	if err := m.svc.DeleteRole(requestContext(c), httpx.IdentityOf(c), c.Param("id")); err != nil {
+	if err := m.svc.DeleteRole(audit.RequestContext(c), httpx.IdentityOf(c), c.Param("id")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -177,7 +166,7 @@ func (m *Module) grant(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	r, err := m.svc.GrantPermissions(requestContext(c), httpx.IdentityOf(c), c.Param("id"), req.Permissions)
+	r, err := m.svc.GrantPermissions(audit.RequestContext(c), httpx.IdentityOf(c), c.Param("id"), req.Permissions)
 	if err != nil {
 		return err
 	}
@@ -191,7 +180,7 @@ func (m *Module) revoke(c echo.Context) error {
 	if u, err := url.PathUnescape(p); err == nil {
 		p = u
 	}
-	if err := m.svc.RevokePermission(requestContext(c), httpx.IdentityOf(c), c.Param("id"), p); err != nil {
+	if err := m.svc.RevokePermission(audit.RequestContext(c), httpx.IdentityOf(c), c.Param("id"), p); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -203,7 +192,7 @@ func (m *Module) assign(c echo.Context) error {
 		return err
 	}
 	id := httpx.IdentityOf(c)
-	roles, err := m.svc.AssignMemberRole(requestContext(c), id, c.Param("id"), c.Param("user"), req.RoleID)
+	roles, err := m.svc.AssignMemberRole(audit.RequestContext(c), id, c.Param("id"), c.Param("user"), req.RoleID)
 	if err != nil {
 		return err
 	}
@@ -211,7 +200,7 @@ func (m *Module) assign(c echo.Context) error {
 }
 
 func (m *Module) unassign(c echo.Context) error {
-	_, err := m.svc.RevokeMemberRole(requestContext(c), httpx.IdentityOf(c), c.Param("id"), c.Param("user"), c.Param("role"))
+	_, err := m.svc.RevokeMemberRole(audit.RequestContext(c), httpx.IdentityOf(c), c.Param("id"), c.Param("user"), c.Param("role"))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package tenant
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -101,9 +102,9 @@ func page(c echo.Context) (string, int, error) {
 	return c.QueryParam("cursor"), limit, nil
 }
 
-func ctxOf(c echo.Context) (actor string, r *http.Request) {
-	return httpx.IdentityOf(c).UserID, c.Request().WithContext(audit.WithRequest(c.Request().Context(),
-		audit.Request{IP: c.RealIP(), UserAgent: c.Request().UserAgent(), RequestID: httpx.RequestID(c)}))
+// ctxOf returns the caller and the request's context for the service.
+func ctxOf(c echo.Context) (actor string, ctx context.Context) {
+	return httpx.IdentityOf(c).UserID, audit.RequestContext(c)
 }
 
 func (m *Module) createTenant(c echo.Context) error {
@@ -111,8 +112,8 @@ func (m *Module) createTenant(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	actor, r := ctxOf(c)
-	t, err := m.svc.Create(r.Context(), actor, req.Slug, req.Name)
+	actor, ctx := ctxOf(c)
+	t, err := m.svc.Create(ctx, actor, req.Slug, req.Name)
 	if err != nil {
 		return err
 	}
@@ -155,8 +156,8 @@ func (m *Module) updateTenant(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	actor, r := ctxOf(c)
-	t, err := m.svc.Update(r.Context(), actor, c.Param("id"), req.Name, req.Status, req.Plan)
+	actor, ctx := ctxOf(c)
+	t, err := m.svc.Update(ctx, actor, c.Param("id"), req.Name, req.Status, req.Plan)
 	if err != nil {
 		return err
 	}
@@ -172,8 +173,8 @@ func (m *Module) updateSettings(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	actor, r := ctxOf(c)
-	t, err := m.svc.UpdateSettings(r.Context(), actor, id, req.DefaultRole, req.LoginMethods)
+	actor, ctx := ctxOf(c)
+	t, err := m.svc.UpdateSettings(ctx, actor, id, req.DefaultRole, req.LoginMethods)
 	if err != nil {
 		return err
 	}
@@ -189,8 +190,8 @@ func (m *Module) addMember(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	actor, r := ctxOf(c)
-	member, err := m.svc.AddMember(r.Context(), actor, id, req.Email)
+	actor, ctx := ctxOf(c)
+	member, err := m.svc.AddMember(ctx, actor, id, req.Email)
 	if err != nil {
 		return err
 	}
@@ -229,8 +230,8 @@ func (m *Module) setMemberStatus(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	actor, r := ctxOf(c)
-	ms, err := m.svc.SetMemberStatus(r.Context(), actor, id, c.Param("user"), req.Status)
+	actor, ctx := ctxOf(c)
+	ms, err := m.svc.SetMemberStatus(ctx, actor, id, c.Param("user"), req.Status)
 	if err != nil {
 		return err
 	}
@@ -242,8 +243,8 @@ func (m *Module) removeMember(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	actor, r := ctxOf(c)
-	if err := m.svc.RemoveMember(r.Context(), actor, id, c.Param("user")); err != nil {
+	actor, ctx := ctxOf(c)
+	if err := m.svc.RemoveMember(ctx, actor, id, c.Param("user")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

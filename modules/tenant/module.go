@@ -187,8 +187,7 @@ func (m *Module) audit(c echo.Context, id *httpx.Identity, action, outcome, name
 	if m.events == nil {
 		return
 	}
-	ctx := audit.WithRequest(c.Request().Context(), audit.Request{IP: c.RealIP(), UserAgent: c.Request().UserAgent(),
-		RequestID: httpx.RequestID(c)})
+	ctx := audit.RequestContext(c)
 	m.events.Record(ctx, audit.Event{Action: action, Outcome: outcome, TenantID: named, Actor: audit.User(id.UserID),
 		ResourceType: "tenant", ResourceID: named, Metadata: map[string]any{"token_tenant": id.TenantID, "path": c.Path()}})
 }

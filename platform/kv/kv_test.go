@@ -78,36 +78,8 @@ func redisOpener(t *testing.T, url string) opener {
 		}
 		t.Cleanup(func() { s.Close() })
 		// Registered last, so it runs first, while s is still open.
-		t.Cleanup(func() { deletePrefix(t, admin, prefix) })
+		t.Cleanup(func() { testenv.DeleteKeys(t, admin, prefix) })
 		return s
-	}
-}
-
-// deletePrefix deletes every key under prefix. A cluster spreads keys over
-// its masters, and SCAN sees only the node it runs on, so each master is
-// scanned; keys are deleted one at a time because a DEL sent straight to a
-// node must not span slots.
-func deletePrefix(t *testing.T, c redis.UniversalClient, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	scan := func(ctx context.Context, node *redis.Client) error {
-		iter := node.Scan(ctx, 0, prefix+"*", 100).Iterator()
-		for iter.Next(ctx) {
-			if err := node.Del(ctx, iter.Val()).Err(); err != nil {
-				return err
-			}
-		}
-		return iter.Err()
-	}
-	var err error
-	switch c := c.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, scan)
-	case *redis.Client:
-		err = scan(ctx, c)
-	}
-	if err != nil {
-		t.Errorf("delete keys under %s: %v", prefix, err)
 	}
 }
 

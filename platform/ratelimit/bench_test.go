@@ -75,7 +75,7 @@ func BenchmarkRedis(b *testing.B) {
 			h := newCountHook()
 			c.AddHook(h)
 			prefix := "bench:" + testenv.Random(6) + ":"
-			b.Cleanup(func() { deletePrefix(b, c, prefix) })
+			b.Cleanup(func() { testenv.DeleteKeys(b, c, prefix) })
 			r := NewRedis(c, prefix, nil)
 			if _, err := r.Allow(ctx, p, "warm-up"); err != nil { // loads the script
 				b.Fatal(err)

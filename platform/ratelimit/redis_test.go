@@ -64,39 +64,12 @@ func newClient(t testing.TB, url string) redis.UniversalClient {
 func (b *redisBackend) limiter(t *testing.T, c *clock, prefix string) *Redis {
 	r := NewRedis(newClient(t, b.url), prefix, c.Now)
 	// Registered after the client's Close, so it runs before it.
-	t.Cleanup(func() { deletePrefix(t, b.admin, prefix) })
+	t.Cleanup(func() { testenv.DeleteKeys(t, b.admin, prefix) })
 	return r
 }
 
 func (b *redisBackend) open(t *testing.T, c *clock, prefix string) Limiter {
 	return b.limiter(t, c, prefix)
-}
-
-// deletePrefix deletes every key under prefix. A cluster spreads keys over
-// its masters, and SCAN sees only the node it runs on, so each master is
-// scanned.
-func deletePrefix(t testing.TB, c redis.UniversalClient, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	scan := func(ctx context.Context, node *redis.Client) error {
-		iter := node.Scan(ctx, 0, prefix+"*", 100).Iterator()
-		for iter.Next(ctx) {
-			if err := node.Del(ctx, iter.Val()).Err(); err != nil {
-				return err
-			}
-		}
-		return iter.Err()
-	}
-	var err error
-	switch c := c.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, scan)
-	case *redis.Client:
-		err = scan(ctx, c)
-	}
-	if err != nil {
-		t.Errorf("delete keys under %s: %v", prefix, err)
-	}
 }
 
 // countHook counts the commands and pipelines a client sends, by name.
@@ -206,7 +179,7 @@ func runRedis(t *testing.T, b *redisBackend) {
 		h := newCountHook()
 		c.AddHook(h)
 		prefix := newPrefix()
-		t.Cleanup(func() { deletePrefix(t, b.admin, prefix) })
+		t.Cleanup(func() { testenv.DeleteKeys(t, b.admin, prefix) })
 		r := NewRedis(c, prefix, newClock().Now)
 		policies := []Policy{
 			{Name: "rt-tb", Algorithm: TokenBucket, Limit: 10, Period: time.Hour},
