@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -116,7 +117,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		Tenants: authTenants{tenants.Service()}, Limits: limits, Log: log, Events: events,
 		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
 		Config: auth.Config{AccessTTL: a.AccessTTL, Leeway: a.Leeway, RefreshTTL: a.RefreshTTL, SessionMaxAge: a.SessionMaxAge,
-			BcryptCost: a.BcryptCost, LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
+			BcryptCost: a.BcryptCost, BcryptConcurrency: bcryptSlots(a.BcryptConcurrency), LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
 			DefaultTenant: a.DefaultTenant, FailDelay: a.FailedLoginDelay}})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
@@ -439,4 +440,13 @@ func (a authTenants) Join(ctx context.Context, tenantID, userID string) error {
 
 func (a authTenants) EnsureTenant(ctx context.Context, slug, name string) error {
 	return a.t.EnsureTenant(ctx, slug, name)
+}
+
+// bcryptSlots is auth.bcrypt_concurrency, where 0 means one less than the
+// cores (at least 1): a core stays free for everything else.
+func bcryptSlots(n int) int {
+	if n > 0 {
+		return n
+	}
+	return max(runtime.GOMAXPROCS(0)-1, 1)
 }

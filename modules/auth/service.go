@@ -17,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 
 	"gatehouse/platform/audit"
@@ -29,14 +28,16 @@ import (
 
 // Config holds the settings of sign-in and sessions.
 type Config struct {
-	AccessTTL        time.Duration
-	Leeway           time.Duration
-	RefreshTTL       time.Duration // idle expiry of a refresh token
-	SessionMaxAge    time.Duration // absolute end of a session
-	BcryptCost       int
-	LockoutThreshold int
-	LockoutDuration  time.Duration
-	DefaultTenant    string
+	AccessTTL     time.Duration
+	Leeway        time.Duration
+	RefreshTTL    time.Duration // idle expiry of a refresh token
+	SessionMaxAge time.Duration // absolute end of a session
+	BcryptCost    int
+	// BcryptConcurrency bounds bcrypt computations running at once.
+	BcryptConcurrency int
+	LockoutThreshold  int
+	LockoutDuration   time.Duration
+	DefaultTenant     string
 	// FailDelay is the first of the growing delays put on failed logins
 	// before the lockout; it doubles with each failure. 0 in tests.
 	FailDelay time.Duration
@@ -80,18 +81,17 @@ type Service struct {
 	log     *slog.Logger
 	events  audit.Recorder
 	now     func() time.Time
-	// dummyHash is compared against when the email is unknown, so that an
-	// unknown email costs the same bcrypt time as a wrong password.
-	dummyHash []byte
+	// hasher runs bcrypt behind a concurrency bound; its dummy hash is
+	// compared against when the email is unknown, so that an unknown email
+	// costs the same bcrypt time as a wrong password.
+	hasher *hasher
 }
 
 func newService(st store, tenants Tenants, roles Roles, limits Limits, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
-	dummy, err := bcrypt.GenerateFromPassword([]byte("not a password of anyone"), cfg.BcryptCost)
-	if err != nil {
-		return nil, err
-	}
+	h := &hasher{gate: newGate(cfg.BcryptConcurrency), cost: cfg.BcryptCost}
+	h.warm()
 	return &Service{store: st, tenants: tenants, roles: roles, limits: limits, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
-		now: func() time.Time { return time.Now().UTC() }, dummyHash: dummy}, nil
+		now: func() time.Time { return time.Now().UTC() }, hasher: h}, nil
 }
 
 // normalizeEmail trims and lower-cases an email, and checks its form.
@@ -139,7 +139,7 @@ func (s *Service) Register(ctx context.Context, email, password, name, tenantSlu
 	if err != nil {
 		return User{}, Tenant{}, err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cfg.BcryptCost)
+	hash, err := s.hasher.hash(ctx, password)
 	if err != nil {
 		return User{}, Tenant{}, err
 	}
@@ -188,18 +188,24 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	}
 	if password == "" || len(password) > maxPassword {
 		// No account has such a password; still cost what a check costs.
-		bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		if _, err := s.hasher.compare(ctx, nil, password); err != nil {
+			return Pair{}, err
+		}
 		return Pair{}, s.failLogin(ctx, email, "", "bad_password_length")
 	}
 	u, err := s.store.userByEmail(ctx, email)
 	if isNotFound(err) {
-		bcrypt.CompareHashAndPassword(s.dummyHash, []byte(password))
+		if _, err := s.hasher.compare(ctx, nil, password); err != nil {
+			return Pair{}, err
+		}
 		return Pair{}, s.failLogin(ctx, email, "", "unknown_email")
 	}
 	if err != nil {
 		return Pair{}, err
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+	if ok, err := s.hasher.compare(ctx, []byte(u.PasswordHash), password); err != nil {
+		return Pair{}, err
+	} else if !ok {
 		return Pair{}, s.failLogin(ctx, email, u.ID, "wrong_password")
 	}
 	if u.Status != statusActive {
@@ -549,12 +555,18 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	if err != nil {
 		return err
 	}
-	if len(current) > maxPassword || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(current)) != nil {
+	ok := false
+	if len(current) <= maxPassword {
+		if ok, err = s.hasher.compare(ctx, []byte(u.PasswordHash), current); err != nil {
+			return err
+		}
+	}
+	if !ok {
 		s.record(ctx, audit.Event{Action: "auth.password_change", Outcome: audit.Failure, TenantID: id.TenantID,
 			Actor: audit.User(id.UserID), Metadata: map[string]any{"reason": "wrong_current_password"}})
 		return ErrWrongPassword
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(next), s.cfg.BcryptCost)
+	hash, err := s.hasher.hash(ctx, next)
 	if err != nil {
 		return err
 	}

@@ -172,6 +172,7 @@ type Auth struct {
 	RefreshTTL        time.Duration `yaml:"refresh_ttl"`
 	SessionMaxAge     time.Duration `yaml:"session_max_age"`
 	BcryptCost        int           `yaml:"bcrypt_cost"`
+	BcryptConcurrency int           `yaml:"bcrypt_concurrency"`
 	LockoutThreshold  int           `yaml:"lockout_threshold"`
 	LockoutDuration   time.Duration `yaml:"lockout_duration"`
 	FailedLoginDelay  time.Duration `yaml:"failed_login_delay"`
@@ -236,6 +237,7 @@ func Default() Config {
 			RefreshTTL:        14 * 24 * time.Hour,
 			SessionMaxAge:     90 * 24 * time.Hour,
 			BcryptCost:        12,
+			BcryptConcurrency: 0,
 			LockoutThreshold:  5,
 			LockoutDuration:   15 * time.Minute,
 			FailedLoginDelay:  200 * time.Millisecond,
@@ -517,6 +519,9 @@ func (a Auth) validate() error {
 	}
 	if a.BcryptCost < MinBcryptCost || a.BcryptCost > 16 {
 		return bad("bcrypt_cost", "must be between %d and 16, got %d", MinBcryptCost, a.BcryptCost)
+	}
+	if a.BcryptConcurrency < 0 {
+		return bad("bcrypt_concurrency", "must not be negative, got %d", a.BcryptConcurrency)
 	}
 	if a.LockoutThreshold < 1 {
 		return bad("lockout_threshold", "must be at least 1, got %d", a.LockoutThreshold)
