@@ -286,7 +286,7 @@ func (a *app) metricsRoutes(cfg config.Metrics) []httpx.Route {
 	}
 	h := echo.WrapHandler(a.metrics.Handler(cfg.Token))
 	return []httpx.Route{{Method: http.MethodGet, Path: "/metrics", Summary: "Prometheus metrics (Authorization: Bearer <metrics.token>)",
-		Tags: []string{"operations"}, Auth: httpx.Public, Hidden: true, Handle: h}}
+		Tags: []string{"operations"}, Auth: httpx.Public, Hidden: true, NoDefaultLimits: true, Handle: h}}
 }
 
 // observe registers what the metrics read from the app's parts.

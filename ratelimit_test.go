@@ -16,6 +16,10 @@ import (
 	"gatehouse/platform/testenv"
 )
 
+// limitedPath is a cheap public route governed by the anonymous policies
+// (health probes are exempt from them).
+const limitedPath = "/.well-known/jwks.json"
+
 // limitOnly replaces the policies with one anonymous policy, so every
 // public route is governed by it alone.
 func limitOnly(cfg *config.Config, p config.Policy) {
@@ -28,7 +32,7 @@ func limitOnly(cfg *config.Config, p config.Policy) {
 		config.Policy{Name: "refresh", Algorithm: "token_bucket", Limit: 10000, Period: time.Hour, Key: "user", OnError: "allow"})
 }
 
-// hammer sends n concurrent GET /health to the apps in turn and counts
+// hammer sends n concurrent GET limitedPath to the apps in turn and counts
 // the answers by status.
 func hammer(t *testing.T, n int, apps ...testApp) map[int]int {
 	t.Helper()
@@ -42,7 +46,7 @@ func hammer(t *testing.T, n int, apps ...testApp) map[int]int {
 		wg.Go(func() {
 			<-start
 			rec := httptest.NewRecorder()
-			apps[i%len(apps)].ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+			apps[i%len(apps)].ServeHTTP(rec, httptest.NewRequest("GET", limitedPath, nil))
 			mu.Lock()
 			codes[rec.Code]++
 			mu.Unlock()
@@ -83,14 +87,14 @@ func TestRateLimitHeaders(t *testing.T) {
 	limitOnly(&cfg, config.Policy{Name: "tight", Algorithm: "sliding_window", Limit: 2, Period: time.Minute, Key: "ip", OnError: "deny"})
 	app := startApp(t, cfg)
 	for i, want := range []string{"1", "0"} {
-		rec := app.do(t, req{method: "GET", path: "/health"})
+		rec := app.do(t, req{method: "GET", path: limitedPath})
 		wantStatus(t, rec, 200, "")
 		if rec.Header().Get("RateLimit-Limit") != "2" || rec.Header().Get("RateLimit-Remaining") != want ||
 			rec.Header().Get("X-RateLimit-Remaining") != want || rec.Header().Get("RateLimit-Reset") == "" {
 			t.Errorf("request %d headers: %v", i+1, rec.Header())
 		}
 	}
-	rec := app.do(t, req{method: "GET", path: "/health"})
+	rec := app.do(t, req{method: "GET", path: limitedPath})
 	wantStatus(t, rec, 429, "rate_limited")
 	if s, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || s < 59 || s > 60 {
 		t.Errorf("Retry-After %q, want 60", rec.Header().Get("Retry-After"))
@@ -106,7 +110,7 @@ func TestClientIPFromTrustedProxiesOnly(t *testing.T) {
 	t.Parallel()
 	policy := config.Policy{Name: "per-ip", Algorithm: "sliding_window", Limit: 3, Period: time.Minute, Key: "ip", OnError: "deny"}
 	send := func(app testApp, peer, xff string) int {
-		r := httptest.NewRequest("GET", "/health", nil)
+		r := httptest.NewRequest("GET", limitedPath, nil)
 		r.RemoteAddr = peer + ":40000"
 		r.Header.Set("X-Forwarded-For", xff)
 		rec := httptest.NewRecorder()
@@ -238,7 +242,7 @@ func TestRateLimitWhenRedisIsDown(t *testing.T) {
 	}{{"allow", 200, ""}, {"deny", 503, "rate_limiter_unavailable"}} {
 		t.Run(c.onError, func(t *testing.T) {
 			app, rl := start(c.onError)
-			health := func() *httpRecorder { return app.do(t, req{method: "GET", path: "/health"}) }
+			health := func() *httpRecorder { return app.do(t, req{method: "GET", path: limitedPath}) }
 			wantStatus(t, health(), 200, "")
 			wantStatus(t, health(), 200, "")
 			wantStatus(t, health(), 429, "rate_limited")
@@ -266,4 +270,23 @@ func TestRateLimitWhenRedisIsDown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Health probes and metric scrapes are exempt from the default policies:
+// an orchestrator probing every few seconds must not be refused.
+func TestProbesAreNotLimited(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[0])
+	cfg.Metrics.Token = metricsToken
+	limitOnly(&cfg, config.Policy{Name: "tight", Algorithm: "sliding_window", Limit: 2, Period: time.Hour, Key: "ip", OnError: "deny"})
+	app := startApp(t, cfg)
+	for range 10 {
+		for _, path := range []string{"/health", "/health/detailed", "/health/database", "/health/cache"} {
+			wantStatus(t, app.do(t, req{method: "GET", path: path}), 200, "")
+		}
+		wantStatus(t, app.do(t, req{method: "GET", path: "/metrics", header: map[string]string{"Authorization": "Bearer " + metricsToken}}), 200, "")
+	}
+	wantStatus(t, app.do(t, req{method: "GET", path: limitedPath}), 200, "")
+	wantStatus(t, app.do(t, req{method: "GET", path: limitedPath}), 200, "")
+	wantStatus(t, app.do(t, req{method: "GET", path: limitedPath}), 429, "rate_limited")
 }

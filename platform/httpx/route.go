@@ -62,6 +62,11 @@ type Route struct {
 	// Limits names the rate-limit policies (configs/gatehouse.yaml) that
 	// apply to the route, on top of the global ones.
 	Limits []string
+	// NoDefaultLimits exempts the route from the rate-limit policies every
+	// route gets by default (probes and scrapes: a health check limited
+	// like an anonymous client would fail its orchestrator's probes). The
+	// route's own Limits still apply.
+	NoDefaultLimits bool
 	// Audit is the audit action recorded for the route; empty for none
 	// beyond the access log.
 	Audit string

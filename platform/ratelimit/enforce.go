@@ -181,9 +181,11 @@ func (e *Enforcer) CheckRoutes(routes []httpx.Route) error {
 // tenant-keyed rules it names are left to the handler (Check).
 func (e *Enforcer) rulesFor(r httpx.Route, before bool) []Rule {
 	names := append([]string{}, r.Limits...)
-	if r.Auth.IsPublic() {
+	switch {
+	case r.NoDefaultLimits:
+	case r.Auth.IsPublic():
 		names = append(names, e.anonymous...)
-	} else {
+	default:
 		names = append(names, e.authenticated...)
 	}
 	var out []Rule
