@@ -68,6 +68,9 @@ type Store interface {
 	Subscribe(ctx context.Context, channel string) (<-chan []byte, error)
 
 	// Ping reports whether the store can be reached.
+	// ExistsAny reports whether any of the keys exists, in one round trip
+	// (the revocation checks of every authenticated request).
+	ExistsAny(ctx context.Context, keys ...string) (bool, error)
 	Ping(ctx context.Context) error
 
 	// Close releases the store's resources and closes every subscription.

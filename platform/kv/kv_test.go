@@ -189,6 +189,33 @@ func runContract(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("ExistsAny", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		mustSet(t, s, "present", "x", 0)
+		mustSet(t, s, "brief", "x", 500*time.Millisecond)
+		for _, c := range []struct {
+			keys []string
+			want bool
+		}{
+			{nil, false},
+			{[]string{"absent"}, false},
+			{[]string{"absent", "other-absent"}, false},
+			// On a cluster these hash to different slots: still one answer.
+			{[]string{"absent", "present"}, true},
+			{[]string{"present", "absent"}, true},
+			{[]string{"brief"}, true},
+		} {
+			if got, err := s.ExistsAny(ctx, c.keys...); got != c.want || err != nil {
+				t.Errorf("ExistsAny(%q) = %v, %v; want %v", c.keys, got, err, c.want)
+			}
+		}
+		time.Sleep(750 * time.Millisecond)
+		if got, err := s.ExistsAny(ctx, "brief", "absent"); got || err != nil {
+			t.Errorf("after expiry: %v, %v; want false", got, err)
+		}
+	})
+
 	t.Run("Incr", func(t *testing.T) {
 		t.Parallel()
 		s := open(t, newPrefix())

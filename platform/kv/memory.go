@@ -127,6 +127,21 @@ func (m *Memory) Get(ctx context.Context, key string) ([]byte, error) {
 	return append([]byte{}, it.value...), nil
 }
 
+// ExistsAny reports whether any of the keys exists and has not expired.
+func (m *Memory) ExistsAny(ctx context.Context, keys ...string) (bool, error) {
+	if err := m.lock(ctx); err != nil {
+		return false, err
+	}
+	defer m.mu.Unlock()
+	now := time.Now()
+	for _, k := range keys {
+		if _, ok := m.live(k, now); ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Set stores value at key with the given ttl.
 func (m *Memory) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if ttl < 0 {

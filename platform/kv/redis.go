@@ -173,6 +173,31 @@ func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
 	return b, nil
 }
 
+// ExistsAny reports whether any of the keys exists. The keys may live on
+// different Cluster slots, so it pipelines one EXISTS per key: one round
+// trip to a single node (one per node involved on a Cluster, concurrently).
+func (r *Redis) ExistsAny(ctx context.Context, keys ...string) (bool, error) {
+	if len(keys) == 0 {
+		return false, nil
+	}
+	cmds := make([]*redis.IntCmd, len(keys))
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.Exists(ctx, r.prefix+k)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fail("exists", err)
+	}
+	for _, c := range cmds {
+		if c.Val() > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Set stores value at key with the given ttl.
 func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if ttl < 0 {
