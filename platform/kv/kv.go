@@ -23,12 +23,28 @@ var ErrNotFound = errors.New("kv: key not found")
 // ErrClosed is returned by a store's methods after Close.
 var ErrClosed = errors.New("kv: store closed")
 
-// subscribeBuffer is how many messages a subscription holds for a reader that
-// has not yet taken them. Publish never waits for a reader: a message that
-// finds the buffer full is dropped and counted (see Memory.Dropped and
-// Redis.Dropped), so one stuck subscriber cannot stall the publisher or the
-// other subscribers.
-const subscribeBuffer = 256
+// An Event is what a subscription delivers: a published message, or news
+// that the subscription lost its connection or has it back.
+type Event struct {
+	Kind EventKind
+	// Payload is the message; nil unless Kind is EventMessage.
+	Payload []byte
+}
+
+// EventKind says what an Event is.
+type EventKind uint8
+
+const (
+	// EventMessage carries a message published on the channel.
+	EventMessage EventKind = iota
+	// EventDown: the subscription lost its connection. Messages published
+	// from now until the next EventUp do not arrive.
+	EventDown
+	// EventUp: the subscription is receiving again after a break. Whatever
+	// was published during the break is lost, so a reader that keeps state
+	// from the messages must not trust what it kept from before.
+	EventUp
+)
 
 // Store is a key-value store with expiry and publish/subscribe. Its methods
 // are safe for concurrent use.
@@ -57,20 +73,23 @@ type Store interface {
 	// sum would overflow an int64.
 	Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
 
-	// Publish sends msg to every current subscriber of channel.
-	Publish(ctx context.Context, channel string, msg []byte) error
+	// Publish sends msg to every current subscriber of channel and returns
+	// how many subscriptions it was handed to.
+	Publish(ctx context.Context, channel string, msg []byte) (int64, error)
 
-	// Subscribe returns a channel that delivers the messages published on
-	// channel after Subscribe returns, by any instance sharing the store.
-	// The returned channel is closed when ctx ends or the store is closed.
-	// Publish does not wait for a slow reader: a subscriber that falls 256
-	// messages behind loses the messages that do not fit.
-	Subscribe(ctx context.Context, channel string) (<-chan []byte, error)
+	// Subscribe calls fn with every message published on channel, by any
+	// instance sharing the store, from the moment Subscribe returns until
+	// ctx ends or the store is closed; and with EventDown and EventUp when
+	// the subscription loses and regains its connection. Calls come one at
+	// a time, in order. fn must be quick and must not call Subscribe or
+	// Close: a slow fn holds up delivery (and, on Memory, the publisher).
+	Subscribe(ctx context.Context, channel string, fn func(Event)) error
 
-	// Ping reports whether the store can be reached.
 	// ExistsAny reports whether any of the keys exists, in one round trip
 	// (the revocation checks of every authenticated request).
 	ExistsAny(ctx context.Context, keys ...string) (bool, error)
+
+	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
 
 	// Close releases the store's resources and closes every subscription.

@@ -25,9 +25,8 @@ type Memory struct {
 	subs   map[string]map[*memorySub]struct{}
 	closed bool
 
-	dropped atomic.Uint64
-	done    chan struct{} // closed by Close to stop the sweeper
-	swept   chan struct{} // closed by the sweeper when it has stopped
+	done  chan struct{} // closed by Close to stop the sweeper
+	swept chan struct{} // closed by the sweeper when it has stopped
 }
 
 type item struct {
@@ -40,9 +39,21 @@ func (it item) expired(now time.Time) bool {
 }
 
 type memorySub struct {
-	ch   chan []byte
-	stop func() bool // stops the context.AfterFunc that ends the subscription
+	mu    sync.Mutex // makes calls of fn one at a time
+	fn    func(Event)
+	ended atomic.Bool // no call starts once set; not under mu, as fn may hold the store
+	stop  func() bool // stops the context.AfterFunc that ends the subscription
 }
+
+func (s *memorySub) deliver(msg []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ended.Load() {
+		s.fn(Event{Kind: EventMessage, Payload: msg})
+	}
+}
+
+func (s *memorySub) end() { s.ended.Store(true) }
 
 // NewMemory returns an empty Memory store and starts the goroutine that
 // removes expired keys; Close stops it.
@@ -214,32 +225,34 @@ func (m *Memory) Incr(ctx context.Context, key string, delta int64, ttl time.Dur
 	return n, nil
 }
 
-// Publish hands msg to every subscriber of channel on this Memory without
-// waiting: a subscriber whose buffer is full misses it, and Dropped counts it.
-func (m *Memory) Publish(ctx context.Context, channel string, msg []byte) error {
+// Publish calls every subscriber of channel on this Memory before it
+// returns, so a change published here is known to all of them at once.
+func (m *Memory) Publish(ctx context.Context, channel string, msg []byte) (int64, error) {
+	if err := m.lock(ctx); err != nil {
+		return 0, err
+	}
+	subs := make([]*memorySub, 0, len(m.subs[channel]))
+	for s := range m.subs[channel] {
+		subs = append(subs, s)
+	}
+	m.mu.Unlock()
+	// Outside the store's lock, so that fn may use the store.
+	for _, s := range subs {
+		// Each subscriber gets its own copy, so one cannot change another's.
+		s.deliver(append([]byte{}, msg...))
+	}
+	return int64(len(subs)), nil
+}
+
+// Subscribe calls fn with the messages later published on channel; see
+// Store.Subscribe. A Memory never loses its connection, so fn never sees
+// EventDown or EventUp.
+func (m *Memory) Subscribe(ctx context.Context, channel string, fn func(Event)) error {
 	if err := m.lock(ctx); err != nil {
 		return err
 	}
 	defer m.mu.Unlock()
-	for s := range m.subs[channel] {
-		// Each subscriber gets its own copy, so one cannot change another's.
-		select {
-		case s.ch <- append([]byte{}, msg...):
-		default:
-			m.dropped.Add(1)
-		}
-	}
-	return nil
-}
-
-// Subscribe returns a channel of the messages later published on channel; see
-// Store.Subscribe.
-func (m *Memory) Subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
-	if err := m.lock(ctx); err != nil {
-		return nil, err
-	}
-	defer m.mu.Unlock()
-	s := &memorySub{ch: make(chan []byte, subscribeBuffer)}
+	s := &memorySub{fn: fn}
 	if m.subs[channel] == nil {
 		m.subs[channel] = make(map[*memorySub]struct{})
 	}
@@ -247,21 +260,17 @@ func (m *Memory) Subscribe(ctx context.Context, channel string) (<-chan []byte, 
 	// The AfterFunc runs only once ctx ends, and takes the lock, which we
 	// hold until s is fully set up.
 	s.stop = context.AfterFunc(ctx, func() { m.unsubscribe(channel, s) })
-	return s.ch, nil
+	return nil
 }
 
 func (m *Memory) unsubscribe(channel string, s *memorySub) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// Close may have got here first and closed s.ch already.
-	if _, ok := m.subs[channel][s]; !ok {
-		return
-	}
 	delete(m.subs[channel], s)
 	if len(m.subs[channel]) == 0 {
 		delete(m.subs, channel)
 	}
-	close(s.ch)
+	s.end()
 }
 
 // Ping returns nil unless ctx has ended or the store is closed.
@@ -271,12 +280,6 @@ func (m *Memory) Ping(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	return nil
-}
-
-// Dropped returns how many messages have been lost because a subscriber's
-// buffer was full.
-func (m *Memory) Dropped() uint64 {
-	return m.dropped.Load()
 }
 
 // Close stops the sweeper, closes every subscription and drops all keys.
@@ -290,7 +293,7 @@ func (m *Memory) Close() error {
 	for _, set := range m.subs {
 		for s := range set {
 			s.stop()
-			close(s.ch)
+			s.end()
 		}
 	}
 	m.subs = nil

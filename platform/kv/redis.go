@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,8 +35,6 @@ type Redis struct {
 	client redis.UniversalClient
 	prefix string
 	incr   *redis.Script
-
-	dropped atomic.Uint64
 
 	mu     sync.Mutex
 	closed bool
@@ -261,61 +258,135 @@ func (r *Redis) Incr(ctx context.Context, key string, delta int64, ttl time.Dura
 }
 
 // Publish sends msg to the subscribers of channel on every instance.
-func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) error {
-	if err := r.client.Publish(ctx, r.prefix+channel, msg).Err(); err != nil {
-		return fail("publish", err)
+func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) (int64, error) {
+	n, err := r.client.SPublish(ctx, r.prefix+channel, msg).Result()
+	if err != nil {
+		return 0, fail("publish", err)
 	}
-	return nil
+	return n, nil
 }
 
-// Subscribe returns a channel of the messages later published on channel by
-// any instance; see Store.Subscribe. If the connection drops, go-redis
-// reconnects and subscribes again by itself; messages published while it is
-// away are lost, as Redis pub/sub keeps nothing.
-func (r *Redis) Subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
+// Subscribe calls fn with the messages later published on channel by any
+// instance; see Store.Subscribe. It uses sharded publish/subscribe (Redis 7):
+// on a Cluster the channel lives on the node that owns its slot, and a
+// message is handed to every subscriber's connection before Publish returns.
+//
+// A quiet subscription checks its connection with a PING every pingEvery.
+// When that goes unanswered for another pingEvery, or the connection fails,
+// fn gets EventDown; go-redis reconnects and subscribes again by itself, and
+// fn gets EventUp once it has. Messages published in between are lost, as
+// Redis publish/subscribe keeps nothing.
+func (r *Redis) Subscribe(ctx context.Context, channel string, fn func(Event)) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	r.subs.Add(1)
 	r.mu.Unlock()
 
-	ps := r.client.Subscribe(ctx, r.prefix+channel)
+	ps := r.client.SSubscribe(ctx, r.prefix+channel)
 	// Wait for the server to confirm the subscription: only then is a
 	// message published after we return sure to reach us.
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
 		r.subs.Done()
-		return nil, fail("subscribe", err)
+		return fail("subscribe", err)
 	}
-	in := ps.Channel()
-	out := make(chan []byte, subscribeBuffer)
+	// Closing ps is what ends a Receive that is waiting.
+	stopCtx := context.AfterFunc(ctx, func() { ps.Close() })
 	go func() {
 		defer r.subs.Done()
-		defer close(out)
-		defer ps.Close()
-		for {
+		defer stopCtx()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+		}
+		ps.Close()
+	}()
+	r.subs.Add(1)
+	go func() {
+		defer r.subs.Done()
+		r.receive(ctx, ps, fn)
+	}()
+	return nil
+}
+
+// pingEvery is how long a subscription stays quiet before it checks its
+// connection, and how long it waits for the answer. It bounds how long a
+// silently dead connection passes for a live one.
+const pingEvery = time.Second
+
+func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, fn func(Event)) {
+	live, pinged := true, false
+	var backoff time.Duration
+	down := func() {
+		if live {
+			live = false
+			fn(Event{Kind: EventDown})
+		}
+	}
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, pingEvery)
+		if ctx.Err() != nil || r.isClosed() {
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if pinged {
+					down() // the last PING went unanswered
+				}
+				if ps.Ping(ctx) == nil {
+					pinged = true
+					continue
+				}
+			}
+			if errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			down()
+			// Not a busy loop while Redis is away: go-redis redials on
+			// the next Receive.
+			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
 			select {
+			case <-time.After(backoff):
 			case <-ctx.Done():
 				return
 			case <-r.done:
 				return
-			case m, ok := <-in:
-				if !ok {
-					return
-				}
-				// Never wait for a slow reader: go-redis would stop
-				// reading the connection behind us.
-				select {
-				case out <- []byte(m.Payload):
-				default:
-					r.dropped.Add(1)
-				}
+			}
+			continue
+		}
+		backoff, pinged = 0, false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			// A confirmation after the first is go-redis subscribing
+			// again on a new connection.
+			live = true
+			fn(Event{Kind: EventUp})
+		case *redis.Message:
+			if !live {
+				// Answers came back on the same connection after a
+				// PING went unanswered; say so, as messages may
+				// have been held up meanwhile.
+				live = true
+				fn(Event{Kind: EventUp})
+			}
+			fn(Event{Kind: EventMessage, Payload: []byte(m.Payload)})
+		case *redis.Pong:
+			if !live {
+				live = true
+				fn(Event{Kind: EventUp})
 			}
 		}
-	}()
-	return out, nil
+	}
+}
+
+func (r *Redis) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
 }
 
 // Ping reports whether Redis answers.
@@ -324,12 +395,6 @@ func (r *Redis) Ping(ctx context.Context) error {
 		return fail("ping", err)
 	}
 	return nil
-}
-
-// Dropped returns how many messages have been lost because a subscriber's
-// buffer was full.
-func (r *Redis) Dropped() uint64 {
-	return r.dropped.Load()
 }
 
 // Close ends every subscription, waits for them to stop, and closes the

@@ -1,0 +1,288 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gatehouse/platform/testenv"
+)
+
+func mustMirror(t *testing.T, s Store) *Mirror {
+	t.Helper()
+	m, err := NewMirror(t.Context(), s, "mirror", slog.New(slog.DiscardHandler), "deny:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func exists(t *testing.T, s Store, keys ...string) bool {
+	t.Helper()
+	ok, err := s.ExistsAny(t.Context(), keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// runMirrorContract checks Mirror on top of a store: two instances, each
+// with its own Mirror over a shared store, as two Gatehouse instances.
+func runMirrorContract(t *testing.T, open opener) {
+	ctx := t.Context()
+	prefix := newPrefix()
+	rawA, rawB := open(t, prefix), open(t, prefix)
+	a, b := mustMirror(t, rawA), mustMirror(t, rawB)
+
+	// The property the request path relies on: once a write through one
+	// instance's Mirror has returned, the other instance's very next read
+	// sees it, although that instance had a copy saying otherwise.
+	for i := range 300 {
+		key := "deny:sid:" + strconv.Itoa(i)
+		if exists(t, a, key, "deny:jti:x") {
+			t.Fatalf("%s exists before it was set", key)
+		}
+		if exists(t, a, key, "deny:jti:x") { // now from a's copies
+			t.Fatalf("%s exists before it was set (from the copy)", key)
+		}
+		if err := b.Set(ctx, key, []byte{1}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if !exists(t, a, key, "deny:jti:x") {
+			t.Fatalf("iteration %d: instance a does not see b's Set on its next read", i)
+		}
+	}
+
+	if _, err := a.Get(ctx, "deny:v"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get deny:v: %v", err)
+	}
+	if _, err := b.Incr(ctx, "deny:v", 5, 0); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := a.Get(ctx, "deny:v"); err != nil || string(v) != "5" {
+		t.Fatalf("after b's Incr a reads %q, %v; want 5", v, err)
+	}
+	if err := b.Delete(ctx, "deny:v"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Get(ctx, "deny:v"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after b's Delete a reads %v; want ErrNotFound", err)
+	}
+	if ok, err := b.SetNX(ctx, "deny:v", []byte("7"), 0); err != nil || !ok {
+		t.Fatalf("SetNX: %v %v", ok, err)
+	}
+	if v, err := a.Get(ctx, "deny:v"); err != nil || string(v) != "7" {
+		t.Fatalf("after b's SetNX a reads %q, %v; want 7", v, err)
+	}
+
+	// The writer's own next read sees its change too.
+	if exists(t, a, "deny:own") {
+		t.Fatal("deny:own exists before it was set")
+	}
+	if err := a.Set(ctx, "deny:own", []byte{1}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(t, a, "deny:own") {
+		t.Fatal("a does not see its own Set")
+	}
+
+	// Copies are really used: a change made behind the Mirrors' backs,
+	// straight in the store with no message, is not seen at once...
+	if exists(t, a, "deny:quiet") {
+		t.Fatal("deny:quiet exists before it was set")
+	}
+	if err := rawB.Set(ctx, "deny:quiet", []byte{1}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if exists(t, a, "deny:quiet") {
+		t.Fatal("a read the store although it had a copy: nothing is cached")
+	}
+	// ...while keys outside the prefixes are always read from the store.
+	if _, err := a.Get(ctx, "other"); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	if err := rawB.Set(ctx, "other", []byte("x"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := a.Get(ctx, "other"); err != nil || string(v) != "x" {
+		t.Fatalf("unmirrored key: %q, %v", v, err)
+	}
+}
+
+func TestMirrorReadsThroughWhileDown(t *testing.T) {
+	ctx := t.Context()
+	store := NewMemory()
+	defer store.Close()
+	m := mustMirror(t, store)
+
+	if exists(t, m, "deny:a") || exists(t, m, "deny:b") {
+		t.Fatal("keys exist before they were set")
+	}
+	m.event(Event{Kind: EventDown})
+	if m.Live() {
+		t.Fatal("Live after EventDown")
+	}
+	// Changes whose messages are lost while down.
+	store.Set(ctx, "deny:a", []byte{1}, 0)
+	if !exists(t, m, "deny:a") {
+		t.Fatal("while down, a copy was used")
+	}
+	store.Set(ctx, "deny:b", []byte{1}, 0)
+	m.event(Event{Kind: EventUp})
+	if !m.Live() {
+		t.Fatal("not Live after EventUp")
+	}
+	if !exists(t, m, "deny:b") {
+		t.Fatal("after a break, a copy from before it was used")
+	}
+}
+
+// slowGet is a store whose Get can be held between reading and returning.
+type slowGet struct {
+	Store
+	read, release chan struct{}
+}
+
+func (s *slowGet) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := s.Store.Get(ctx, key)
+	if s.read != nil {
+		s.read <- struct{}{}
+		<-s.release
+	}
+	return v, err
+}
+
+func TestMirrorKeepsNoReadThatRacedAMessage(t *testing.T) {
+	ctx := t.Context()
+	mem := NewMemory()
+	defer mem.Close()
+	store := &slowGet{Store: mem, read: make(chan struct{}), release: make(chan struct{})}
+	m := mustMirror(t, store)
+
+	done := make(chan error)
+	go func() {
+		_, err := m.Get(ctx, "deny:r")
+		done <- err
+	}()
+	<-store.read // the read found nothing...
+	// ...and before it returns, another instance sets the key and its
+	// message arrives.
+	mem.Set(ctx, "deny:r", []byte{1}, 0)
+	m.event(Event{Kind: EventMessage, Payload: []byte("peer\x00n1\x00deny:r")})
+	close(store.release)
+	if err := <-done; !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the raced read: %v", err)
+	}
+	store.read = nil
+	if _, err := m.Get(ctx, "deny:r"); err != nil {
+		t.Fatalf("the stale answer of a raced read was kept: %v", err)
+	}
+}
+
+func TestMirrorMaxAgeAndBound(t *testing.T) {
+	ctx := t.Context()
+	store := NewMemory()
+	defer store.Close()
+	m := mustMirror(t, store)
+	m.maxAge = 50 * time.Millisecond
+	m.max = 3
+
+	exists(t, m, "deny:old")
+	store.Set(ctx, "deny:old", []byte{1}, 0) // no message
+	time.Sleep(60 * time.Millisecond)
+	if !exists(t, m, "deny:old") {
+		t.Fatal("a copy was used past maxAge")
+	}
+	for i := range 10 {
+		exists(t, m, "deny:"+strconv.Itoa(i))
+	}
+	m.mu.RLock()
+	n := len(m.copies)
+	m.mu.RUnlock()
+	if n > 3 {
+		t.Fatalf("%d copies kept; the bound is 3", n)
+	}
+}
+
+// TestRedisMirrorSurvivesABrokenSubscription kills the subscription's
+// connection inside Redis: the Mirror must notice, read through while it is
+// down, use no copy from before the break, and subscribe again by itself.
+func TestRedisMirrorSurvivesABrokenSubscription(t *testing.T) {
+	url := testenv.Need(t, testenv.EnvRedis)
+	ctx := t.Context()
+	prefix := newPrefix()
+	name := "mirrortest" + testenv.Random(6)
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	open := redisOpener(t, url)
+	rawA := open(t, prefix)
+	redisA, err := NewRedis(ctx, url+sep+"client_name="+name, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer redisA.Close()
+	a, b := mustMirror(t, redisA), mustMirror(t, rawA)
+	admin := rawA.(*Redis).Client()
+
+	for round := range 3 {
+		key := "deny:k" + strconv.Itoa(round)
+		if exists(t, a, key) || exists(t, a, key) {
+			t.Fatal("key exists before it was set")
+		}
+		gen := a.gen.Load()
+		list, err := admin.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		killed := 0
+		for _, line := range strings.Split(list, "\n") {
+			if !strings.Contains(line, " name="+name+" ") {
+				continue
+			}
+			id := strings.TrimPrefix(strings.Fields(line)[0], "id=")
+			if err := admin.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err == nil {
+				killed++
+			}
+		}
+		if killed == 0 {
+			t.Fatalf("no connection named %s in CLIENT LIST", name)
+		}
+		waitFor(t, func() bool { return a.gen.Load() != gen }, "the Mirror to notice the break")
+		// b's message may be lost; a must not answer from its copy.
+		if err := b.Set(ctx, key, []byte{1}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if !exists(t, a, key) {
+			t.Fatalf("round %d: a copy from before the break was used", round)
+		}
+		waitFor(t, a.Live, "the subscription to come back")
+		other := key + "b"
+		if exists(t, a, other) || exists(t, a, other) {
+			t.Fatal("key exists before it was set")
+		}
+		if err := b.Set(ctx, other, []byte{1}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if !exists(t, a, other) {
+			t.Fatalf("round %d: after resubscribing, a misses b's change", round)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
