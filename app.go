@@ -58,6 +58,7 @@ func newTokens(ctx context.Context, cfg config.Config, log *slog.Logger, conn *d
 type app struct {
 	auth    *auth.Module
 	rbac    *rbac.Module
+	mirror  *kv.Mirror // nil on the in-process store
 	limiter limiterCloser
 	limits  *planLimits
 	metrics *metrics.Metrics
@@ -93,6 +94,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		return nil, err
 	}
 	limits.RecordRefusals(events)
+	shared, err := mirrorHotKeys(ctx, store, log)
+	if err != nil {
+		return nil, err
+	}
 	catalogue, err := rbac.LoadCatalogue(configs.Roles)
 	if err != nil {
 		return nil, fmt.Errorf("configs/roles.yaml: %w", err)
@@ -101,19 +106,19 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	// member, tenant asks rbac about roles. members is bound to the tenant
 	// module once it exists, before any request is served.
 	members := &lateMembers{}
-	authz, err := rbac.New(ctx, rbac.Deps{DB: conn, KV: store, Log: log, Events: events, Catalogue: catalogue, Members: members})
+	authz, err := rbac.New(ctx, rbac.Deps{DB: conn, KV: shared, Log: log, Events: events, Catalogue: catalogue, Members: members})
 	if err != nil {
 		return nil, fmt.Errorf("rbac: %w", err)
 	}
 	// tenant and auth need each other too: users is bound to auth below.
 	users := &tenantUsers{}
-	tenants, err := tenant.New(ctx, tenant.Deps{DB: conn, KV: store, Users: users, Roles: authz.Service(),
+	tenants, err := tenant.New(ctx, tenant.Deps{DB: conn, KV: shared, Users: users, Roles: authz.Service(),
 		Events: events, BaseDomain: cfg.Tenancy.BaseDomain, Plans: slices.Sorted(maps.Keys(cfg.RateLimit.Plans))})
 	if err != nil {
 		return nil, fmt.Errorf("tenant: %w", err)
 	}
 	a := cfg.Auth
-	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: store, Tokens: tokens, Roles: authz.Service(),
+	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: shared, Tokens: tokens, Roles: authz.Service(),
 		Tenants: authTenants{tenants.Service()}, Limits: limits, Log: log, Events: events,
 		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
 		Config: auth.Config{AccessTTL: a.AccessTTL, Leeway: a.Leeway, RefreshTTL: a.RefreshTTL, SessionMaxAge: a.SessionMaxAge,
@@ -150,7 +155,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 			events.Record(audit.RequestContext(c), e)
 		}
 	}
-	ap := &app{auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
+	mirror, _ := shared.(*kv.Mirror)
+	ap := &app{mirror: mirror, auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
 		routesFile:  cfg.Gateway.RoutesFile,
 		gatewayDeps: gateway.Deps{Signer: tokens, Log: log, Observe: met.Upstream}}
 	// build makes the server for a gateway: the same modules and slots, the
@@ -275,7 +281,27 @@ func (a *app) Close() error {
 	a.limits.Flush(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if a.mirror != nil {
+		a.mirror.Close()
+	}
 	return errors.Join(a.limiter.Close(), a.audit.Close(ctx))
+}
+
+// mirrorHotKeys returns the store the modules use. On Redis it is a
+// kv.Mirror of the keys every authenticated request reads: the revocation
+// denylist (auth), the permissions version (rbac) and tenant suspension
+// (tenant). Those are then answered from memory and still exact across
+// instances (see kv.Mirror). The in-process store is already local, so it
+// is used as it is.
+func mirrorHotKeys(ctx context.Context, store kv.Store, log *slog.Logger) (kv.Store, error) {
+	if _, ok := store.(*kv.Redis); !ok {
+		return store, nil
+	}
+	m, err := kv.NewMirror(ctx, store, "mirror", log, "deny:", "rbac:version", "tenant:suspended:")
+	if err != nil {
+		return nil, fmt.Errorf("redis.url: %w", err)
+	}
+	return m, nil
 }
 
 // metricsRoutes serves /metrics on the main listener when a token guards

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"gatehouse/modules/tenant"
+)
+
+// Acceptance (issue 8): on the Redis stack every instance answers the
+// revocation denylist, the permissions version and tenant suspension from
+// its in-process copies (kv.Mirror), and the verified-token cache skips the
+// signature check. None of that may outlive a revocation: with two
+// instances sharing PostgreSQL and Redis, each revocation made through one
+// is refused by the other on its very next request, although the other had
+// just answered the same caller from its copies.
+func TestCachedStateRevokedAcrossInstances(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[1])
+	a := startApp(t, cfg)
+	w := newWorldOn(t, a)
+	b := startApp(t, cfg)
+	if b.mirror == nil || !b.mirror.Live() {
+		t.Fatal("the Redis stack runs without its live Mirror")
+	}
+	const pw = "correct horse battery"
+	// warm has b answer the token twice: the second answer comes from
+	// b's copies and its verified-token cache.
+	warm := func(t *testing.T, tok string) {
+		t.Helper()
+		for range 2 {
+			wantStatus(t, b.me(t, tok), 200, "")
+		}
+	}
+	ctx := context.Background()
+
+	t.Run("logout", func(t *testing.T) {
+		for range 5 {
+			tok := b.login(t, "member@acme.test", pw, "acme").AccessToken
+			warm(t, tok)
+			wantStatus(t, a.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: tok}), 204, "")
+			wantRejected(t, b.me(t, tok))
+		}
+	})
+
+	t.Run("one session revoked", func(t *testing.T) {
+		doomed := a.login(t, "member@acme.test", pw, "acme").AccessToken
+		keeper := a.login(t, "member@acme.test", pw, "acme").AccessToken
+		warm(t, doomed)
+		wantStatus(t, a.do(t, req{method: "DELETE", path: "/v1/auth/sessions/" + claim(t, doomed, "sid"), bearer: keeper}), 204, "")
+		wantRejected(t, b.me(t, doomed))
+		wantStatus(t, b.me(t, keeper), 200, "")
+	})
+
+	t.Run("logout everywhere", func(t *testing.T) {
+		one := a.login(t, "member@acme.test", pw, "acme").AccessToken
+		two := a.login(t, "member@acme.test", pw, "acme").AccessToken
+		warm(t, one)
+		warm(t, two)
+		wantStatus(t, a.do(t, req{method: "POST", path: "/v1/auth/logout-all", bearer: one}), 204, "")
+		wantRejected(t, b.me(t, two))
+		wantRejected(t, b.me(t, one))
+	})
+
+	t.Run("password changed", func(t *testing.T) {
+		a.register(t, "changer@acme.test", pw, "acme")
+		here := a.login(t, "changer@acme.test", pw, "acme").AccessToken
+		there := b.login(t, "changer@acme.test", pw, "acme").AccessToken
+		warm(t, there)
+		wantStatus(t, a.do(t, req{method: "POST", path: "/v1/auth/password", bearer: here,
+			body: map[string]string{"current_password": pw, "new_password": "another correct horse"}}), 204, "")
+		wantRejected(t, b.me(t, there))
+	})
+
+	t.Run("super admin removed", func(t *testing.T) {
+		path := "/v1/tenants/" + w.globex + "/members"
+		asSuper := req{method: "GET", path: path, bearer: w.super.token, header: map[string]string{"X-Tenant-ID": w.globex}}
+		for range 2 {
+			wantStatus(t, b.do(t, asSuper), 200, "")
+		}
+		if err := a.rbac.Service().SetSuperAdmin(ctx, w.super.id, false); err != nil {
+			t.Fatal(err)
+		}
+		if rec := b.do(t, asSuper); rec.Code == 200 {
+			t.Fatalf("b still lets the former super admin act in another tenant: %d", rec.Code)
+		}
+	})
+
+	t.Run("tenant suspended and resumed", func(t *testing.T) {
+		status := func(s string) tenant.UpdateTenantRequest { return tenant.UpdateTenantRequest{Status: &s} }
+		super := a.register(t, "root2@platform.test", pw, "globex")
+		if err := a.rbac.Service().SetSuperAdmin(ctx, super.User.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		superTok := a.login(t, "root2@platform.test", pw, "globex").AccessToken
+		for range 3 {
+			warm(t, w.manager.token)
+			wantStatus(t, a.do(t, req{method: "PATCH", path: "/v1/tenants/" + w.acme, bearer: superTok, body: status("suspended")}), 200, "")
+			wantStatus(t, b.me(t, w.manager.token), 403, "tenant_suspended")
+			wantStatus(t, b.me(t, w.manager.token), 403, "tenant_suspended")
+			wantStatus(t, a.do(t, req{method: "PATCH", path: "/v1/tenants/" + w.acme, bearer: superTok, body: status("active")}), 200, "")
+		}
+		wantStatus(t, b.me(t, w.manager.token), 200, "")
+	})
+
+	t.Run("membership suspended", func(t *testing.T) {
+		reg := a.register(t, "suspended@acme.test", pw, "acme")
+		tok := a.login(t, "suspended@acme.test", pw, "acme").AccessToken
+		warm(t, tok)
+		path := "/v1/tenants/" + w.acme + "/members/" + reg.User.ID
+		wantStatus(t, a.do(t, req{method: "PATCH", path: path, bearer: w.admin.token, body: map[string]string{"status": "suspended"}}), 200, "")
+		if rec := b.me(t, tok); rec.Code == 200 {
+			t.Fatalf("b still serves a suspended member: %d", rec.Code)
+		}
+	})
+}
+
+// claim returns a string claim of a JWT, read without verifying it.
+func claim(t *testing.T, tok, name string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(raw, &claims); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := claims[name].(string)
+	if s == "" {
+		t.Fatalf("token has no %q claim", name)
+	}
+	return s
+}
