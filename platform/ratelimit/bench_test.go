@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"gatehouse/platform/testenv"
 )
 
@@ -94,6 +96,55 @@ func BenchmarkRedis(b *testing.B) {
 				b.Fatalf("%d decisions sent %d commands %v, want one EVALSHA each", n, got, h.names)
 			}
 			b.ReportMetric(float64(h.n.Load())/float64(n), "roundtrips/op")
+		})
+	}
+}
+
+// BenchmarkRedisParallel decides requests from many goroutines at once, as
+// a loaded server does, through the plain client (a round trip per
+// decision, each on its own pooled connection) and through go-redis's
+// autopipeliner (concurrent decisions share one write and one read).
+func BenchmarkRedisParallel(b *testing.B) {
+	url := os.Getenv(testenv.EnvRedis)
+	if url == "" {
+		b.Skipf("%s is not set", testenv.EnvRedis)
+	}
+	keys := benchKeys()
+	ctx := context.Background()
+	p := benchPolicies[0]
+	for _, auto := range []bool{false, true} {
+		name := "client"
+		if auto {
+			name = "autopipeline"
+		}
+		b.Run(name, func(b *testing.B) {
+			c := newClient(b, url)
+			prefix := "bench:" + testenv.Random(6) + ":"
+			b.Cleanup(func() { testenv.DeleteKeys(b, c, prefix) })
+			var s redis.Scripter = c
+			if auto {
+				ap, err := c.AutoPipeline()
+				if err != nil {
+					b.Fatal(err)
+				}
+				s = ap
+			}
+			r := NewRedis(s, prefix, nil)
+			if _, err := r.Allow(ctx, p, "warm-up"); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(time.Now().UnixNano())
+				for pb.Next() {
+					if _, err := r.Allow(ctx, p, keys[i%len(keys)]); err != nil {
+						b.Error(err)
+						return
+					}
+					i++
+				}
+			})
 		})
 	}
 }

@@ -83,7 +83,7 @@ return {1, n + 1, t + period - now, 0}
 // an expiry, so idle keys vanish: a token bucket's when it is full again, a
 // sliding window's when its newest request leaves the window.
 type Redis struct {
-	client redis.UniversalClient
+	client redis.Scripter
 	prefix string
 	now    func() time.Time
 	bucket *redis.Script
@@ -99,7 +99,7 @@ type Redis struct {
 // NewRedis returns a Limiter keeping its state in c under prefix, reading
 // the time from now, or from time.Now if now is nil. It does not own c: the
 // caller closes it.
-func NewRedis(c redis.UniversalClient, prefix string, now func() time.Time) *Redis {
+func NewRedis(c redis.Scripter, prefix string, now func() time.Time) *Redis {
 	if now == nil {
 		now = time.Now
 	}
@@ -124,6 +124,11 @@ func (r *Redis) key(policy, key string) string {
 func (r *Redis) Allow(ctx context.Context, p Policy, key string) (Decision, error) {
 	if err := p.Validate(); err != nil {
 		return Decision{}, err
+	}
+	// Checked here: an autopipeliner sends a command whose context has
+	// already ended, and a request that has gone must not be counted.
+	if err := ctx.Err(); err != nil {
+		return Decision{}, fmt.Errorf("ratelimit: redis: %w", err)
 	}
 	sp := p.spans()
 	k := []string{r.key(p.Name, key)}

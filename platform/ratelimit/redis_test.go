@@ -27,6 +27,24 @@ func TestRedis(t *testing.T) {
 	runRedis(t, b)
 }
 
+// The same contract through go-redis's autopipeliner, as main.go runs it:
+// concurrent decisions share a pipeline, and counts must stay exact.
+func TestRedisAutoPipeline(t *testing.T) {
+	url := testenv.Need(t, testenv.EnvRedis)
+	t.Parallel()
+	b := newRedisBackend(t, url)
+	b.auto = true
+	runContract(t, b.open)
+}
+
+func TestRedisClusterAutoPipeline(t *testing.T) {
+	url := testenv.Need(t, testenv.EnvRedisCluster)
+	t.Parallel()
+	b := newRedisBackend(t, url)
+	b.auto = true
+	runContract(t, b.open)
+}
+
 func TestRedisCluster(t *testing.T) {
 	url := testenv.Need(t, testenv.EnvRedisCluster)
 	t.Parallel()
@@ -43,6 +61,7 @@ func TestRedisCluster(t *testing.T) {
 type redisBackend struct {
 	url   string
 	admin redis.UniversalClient
+	auto  bool // decide through the client's autopipeliner
 }
 
 func newRedisBackend(t *testing.T, url string) *redisBackend {
@@ -62,7 +81,15 @@ func newClient(t testing.TB, url string) redis.UniversalClient {
 }
 
 func (b *redisBackend) limiter(t *testing.T, c *clock, prefix string) *Redis {
-	r := NewRedis(newClient(t, b.url), prefix, c.Now)
+	var s redis.Scripter = newClient(t, b.url)
+	if b.auto {
+		ap, err := s.(redis.UniversalClient).AutoPipeline()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = ap
+	}
+	r := NewRedis(s, prefix, c.Now)
 	// Registered after the client's Close, so it runs before it.
 	t.Cleanup(func() { testenv.DeleteKeys(t, b.admin, prefix) })
 	return r
