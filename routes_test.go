@@ -65,6 +65,7 @@ func TestEveryRouteEnforcesItsAuth(t *testing.T) {
 		"GET /v1/audit":                                       {path: "/v1/audit"},
 		"POST /v1/admin/gateway/reload":                       {path: "/v1/admin/gateway/reload"},
 		"GET /v1/permissions":                                 {path: "/v1/permissions"},
+		"GET /v1/permissions/mine":                            {path: "/v1/permissions/mine"},
 		"GET /v1/roles":                                       {path: "/v1/roles"},
 		"POST /v1/roles":                                      {path: "/v1/roles", body: map[string]any{"name": "Not A Name!"}},
 		"GET /v1/roles/{id}":                                  {path: "/v1/roles/" + nobody},

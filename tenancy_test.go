@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/labstack/echo/v4"
 
 	"gatehouse/modules/auth"
+	"gatehouse/modules/rbac"
 	"gatehouse/modules/tenant"
 	"gatehouse/platform/db"
 	"gatehouse/platform/httpx"
@@ -308,4 +311,30 @@ func TestSuperAdminCommand(t *testing.T) {
 	if code, _, _ := runCmd(t, env, "admin", "super-admin", "grant", "ops@example.com"); code != 2 {
 		t.Errorf("bad verb: exit %d, want 2", code)
 	}
+}
+
+// GET /v1/permissions/mine tells each caller what it may do in its tenant.
+func TestMyPermissions(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[0])
+	mine := func(p person) rbac.MyPermissionsResponse {
+		t.Helper()
+		rec := w.as(t, p, "GET", "/v1/permissions/mine", nil)
+		wantStatus(t, rec, 200, "")
+		var out rbac.MyPermissionsResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if m := mine(w.member); slices.Contains(m.Permissions, "users:read") || m.SuperAdmin || len(m.Permissions) == 0 {
+		t.Errorf("member: %+v", m)
+	}
+	if m := mine(w.manager); !slices.Contains(m.Permissions, "users:read") || m.SuperAdmin {
+		t.Errorf("manager: %+v", m)
+	}
+	if m := mine(w.super); !m.SuperAdmin {
+		t.Errorf("super admin: %+v", m)
+	}
+	wantRejected(t, w.app.do(t, req{method: "GET", path: "/v1/permissions/mine"}))
 }

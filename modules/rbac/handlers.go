@@ -26,6 +26,13 @@ type PermissionsResponse struct {
 	Permissions []PermissionResponse `json:"permissions"`
 }
 
+// MyPermissionsResponse lists the caller's effective permissions: names
+// from the catalogue, ":own" ones limited to the caller's own records.
+type MyPermissionsResponse struct {
+	Permissions []string `json:"permissions"`
+	SuperAdmin  bool     `json:"super_admin"`
+}
+
 // RoleResponse is a role as clients see it.
 type RoleResponse struct {
 	ID string `json:"id"`
@@ -108,6 +115,15 @@ func (m *Module) permissions(c echo.Context) error {
 		out.Permissions[i] = PermissionResponse{Name: p.Name, Description: p.Description, Platform: p.Platform}
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+func (m *Module) myPermissions(c echo.Context) error {
+	id := httpx.IdentityOf(c)
+	g, err := m.svc.Permissions(c.Request().Context(), id.TenantID, id.UserID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, MyPermissionsResponse{Permissions: g.List(), SuperAdmin: g.SuperAdmin()})
 }
 
 func (m *Module) roles(c echo.Context) error {

@@ -90,6 +90,10 @@ func (m *Module) Routes() []httpx.Route {
 	return []httpx.Route{
 		{Method: http.MethodGet, Path: "/v1/permissions", Summary: "The permission catalogue", Tags: tags,
 			Auth: httpx.Authenticated, Out: PermissionsResponse{}, Handle: m.permissions},
+		{Method: http.MethodGet, Path: "/v1/permissions/mine", Summary: "The caller's effective permissions in its tenant", Tags: tags,
+			Description: "What the caller may do here, for a frontend to show or hide what would be refused. " +
+				"Answered from the permission cache, so it is as cheap as a request gets.",
+			Auth: httpx.Authenticated, Out: MyPermissionsResponse{}, Handle: m.myPermissions},
 		{Method: http.MethodGet, Path: "/v1/roles", Summary: "The system roles and the tenant's custom roles", Tags: tags,
 			Auth: httpx.Permission("roles:read"), Out: RolesResponse{}, Handle: m.roles},
 		{Method: http.MethodPost, Path: "/v1/roles", Summary: "Create a custom role", Tags: tags,
