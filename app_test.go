@@ -31,19 +31,19 @@ type backend struct {
 	name string
 	// dbURL and redisURL return the service URLs, skipping the test when
 	// the service is not configured; nil means the embedded default.
-	dbURL, redisURL func(t *testing.T) string
+	dbURL, redisURL func(t testing.TB) string
 }
 
 var backends = []backend{
 	{name: "sqlite+memory"},
-	{name: "postgres+redis", dbURL: func(t *testing.T) string { return testenv.PostgresURL(t) }, redisURL: func(t *testing.T) string {
+	{name: "postgres+redis", dbURL: func(t testing.TB) string { return testenv.PostgresURL(t) }, redisURL: func(t testing.TB) string {
 		return testenv.Need(t, testenv.EnvRedis)
 	}},
 }
 
 // testConfig returns the configuration of a test App on a backend, with
 // its own database (file or schema) and key prefix.
-func testConfig(t *testing.T, b backend) config.Config {
+func testConfig(t testing.TB, b backend) config.Config {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Auth.BcryptCost = config.MinBcryptCost // tests make many hashes
@@ -304,7 +304,7 @@ func (r *relay) setCut(cut bool) {
 }
 
 // through rewrites a service URL to go through the relay.
-func (r *relay) through(t *testing.T, raw string) string {
+func (r *relay) through(t testing.TB, raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -322,8 +322,8 @@ func TestHealthFollowsDependencies(t *testing.T) {
 	rdAddr, _ := url.Parse(rd)
 	pgRelay, rdRelay := newRelay(t, pgAddr.Host), newRelay(t, rdAddr.Host)
 	app := newTestApp(t, backend{name: "relayed",
-		dbURL:    func(t *testing.T) string { return pgRelay.through(t, pg) },
-		redisURL: func(t *testing.T) string { return rdRelay.through(t, rd) },
+		dbURL:    func(t testing.TB) string { return pgRelay.through(t, pg) },
+		redisURL: func(t testing.TB) string { return rdRelay.through(t, rd) },
 	}, func(c *config.Config) { c.Health.Timeout = 500 * time.Millisecond })
 
 	expect := func(path string, want int) {

@@ -93,7 +93,7 @@ func (a testApp) register(t testing.TB, email, password, tenant string) auth.Reg
 	return decode[auth.RegisterResponse](t, rec)
 }
 
-func (a testApp) login(t *testing.T, email, password, tenant string) auth.Pair {
+func (a testApp) login(t testing.TB, email, password, tenant string) auth.Pair {
 	t.Helper()
 	rec := a.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: email, Password: password, Tenant: tenant}})
 	wantStatus(t, rec, http.StatusOK, "")

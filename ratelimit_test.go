@@ -231,7 +231,7 @@ func TestRateLimitWhenRedisIsDown(t *testing.T) {
 	rdAddr, _ := url.Parse(rd)
 	start := func(onError string) (testApp, *relay) {
 		rl := newRelay(t, rdAddr.Host)
-		cfg := testConfig(t, backend{name: "relayed", redisURL: func(t *testing.T) string { return rl.through(t, rd) }})
+		cfg := testConfig(t, backend{name: "relayed", redisURL: func(t testing.TB) string { return rl.through(t, rd) }})
 		limitOnly(&cfg, config.Policy{Name: "guard", Algorithm: "token_bucket", Limit: 2, Period: time.Hour, Key: "ip", OnError: onError})
 		return startApp(t, cfg), rl
 	}

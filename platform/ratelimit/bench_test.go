@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"strconv"
@@ -134,7 +135,7 @@ func BenchmarkRedisParallel(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
-			b.SetParallelism(32)
+			b.SetParallelism(benchParallelism)
 			b.RunParallel(func(pb *testing.PB) {
 				i := int(time.Now().UnixNano())
 				for pb.Next() {
@@ -148,3 +149,5 @@ func BenchmarkRedisParallel(b *testing.B) {
 		})
 	}
 }
+
+var benchParallelism, _ = strconv.Atoi(cmp.Or(os.Getenv("BENCH_PARALLELISM"), "32"))
