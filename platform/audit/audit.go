@@ -72,7 +72,8 @@ type Event struct {
 
 // Recorder records events. Record must not block the request for long and
 // never fails the request: losing or delaying an event is the writer's
-// concern, counted there.
+// concern, counted there. The caller hands e.Metadata over: it must not
+// change the map after Record.
 type Recorder interface {
 	Record(ctx context.Context, e Event)
 }

@@ -106,15 +106,15 @@ func newWriter(d *db.DB, cfg WriterConfig, log *slog.Logger) *Writer {
 		stop: stop, stopCtx: ctx, done: make(chan struct{})}
 }
 
-// Record completes e from ctx (Complete), masks the secrets in its
-// Metadata (Mask) and queues it. It never fails: an event that finds the
-// queue full past the overflow policy, or that comes after Close, is
+// Record completes e from ctx (Complete) and queues it; the secrets in its
+// Metadata are masked (Mask) before it is written. The caller must not
+// change e.Metadata afterwards. Record never fails: an event that finds
+// the queue full past the overflow policy, or that comes after Close, is
 // dropped and counted in Dropped.
 func (w *Writer) Record(ctx context.Context, e Event) {
 	Complete(ctx, &e)
-	// Masking copies the map, which also keeps the caller's later changes
-	// to it out of the queued event.
-	e.Metadata = Mask(e.Metadata)
+	// Metadata is masked by the writer goroutine (prepare), not here: the
+	// enqueue then allocates nothing on the request's path.
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
@@ -234,7 +234,7 @@ func (w *Writer) prepare(batch []Event) []stored {
 		meta := "{}"
 		if len(e.Metadata) > 0 {
 			// encoding/json sorts map keys, so equal metadata is equal text.
-			b, err := json.Marshal(e.Metadata)
+			b, err := json.Marshal(Mask(e.Metadata))
 			if err != nil {
 				w.log.Warn("audit metadata cannot be encoded; stored without it", "action", e.Action, "error", err.Error())
 				b = []byte(`{"error":"metadata could not be encoded"}`)
