@@ -11,8 +11,8 @@ type Identity struct {
 	UserID    string
 	TenantID  string
 	SessionID string
-	TokenID   string // the access token's jti
-	Roles     []string
+	TokenID   string    // the access token's jti
+	Roles     []string  // shared with the verified-token cache: never change it
 	ExpiresAt time.Time // the access token's exp
 	// HomeTenantID is the token's tid when a super admin acts inside
 	// another tenant (TenantID is then that tenant); else empty.
