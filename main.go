@@ -196,14 +196,28 @@ func versionLine() string {
 	return v
 }
 
+// newLogger logs synchronously, for the one-shot commands; serve logs
+// through a queue (newAsyncLogger).
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
+	return slog.New(newLogHandler(cfg, w))
+}
+
+// newAsyncLogger logs through a queue and one writer goroutine, so that
+// formatting and writing lines (the access log's above all) happen off the
+// request's goroutine. Close the handler to write what is left.
+func newAsyncLogger(cfg config.Log, w io.Writer) (*slog.Logger, *httpx.AsyncHandler) {
+	h := httpx.NewAsyncHandler(w, 0, func(buf io.Writer) slog.Handler { return newLogHandler(cfg, buf) })
+	return slog.New(h), h
+}
+
+func newLogHandler(cfg config.Log, w io.Writer) slog.Handler {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Level)) // validated by config
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.NewJSONHandler(w, opts)
 }
 
 // openDB opens the database, naming the setting at fault if it cannot.
@@ -362,9 +376,14 @@ func superAdmin(ctx context.Context, cfg config.Config, on bool, email string, s
 // serve runs the server until ctx ends or SIGINT/SIGTERM arrives, then
 // shuts down in order: stop accepting, let in-flight requests finish
 // (bounded by http.shutdown_timeout), then close the key-value store and the
-// database, which in-flight requests may still have been using.
+// database, which in-flight requests may still have been using, and last
+// write out the log's queue.
 func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []httpx.Route) error {
-	log := newLogger(cfg.Log, logOut)
+	log, logq := newAsyncLogger(cfg.Log, logOut)
+	// Deferred first, so run last: once the server has stopped and the
+	// store and database are closed, every queued line is written before
+	// serve returns and the process exits.
+	defer logq.Close()
 	started := time.Now()
 	conn, err := openMigrated(ctx, cfg, log)
 	if err != nil {

@@ -1,7 +1,6 @@
 package httpx
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -77,14 +76,24 @@ func testRoutes() []Route {
 
 type testServer struct {
 	*Server
-	logs *bytes.Buffer
+	logs *lockedBuffer
+	logq *AsyncHandler
+}
+
+// logText returns the log so far. The server logs as in production,
+// through an AsyncHandler, so the queue is flushed first.
+func (s testServer) logText() string {
+	s.logq.Flush()
+	return s.logs.String()
 }
 
 func newTestServer(t *testing.T, mod func(*Options)) testServer {
 	t.Helper()
-	logs := &bytes.Buffer{}
+	logs := &lockedBuffer{}
+	logq := NewAsyncHandler(logs, 0, jsonInner)
+	t.Cleanup(func() { logq.Close() })
 	opts := Options{
-		Logger:       slog.New(slog.NewJSONHandler(logs, nil)),
+		Logger:       slog.New(logq),
 		PublicURL:    "http://localhost:8080",
 		MaxBodyBytes: 64,
 		HSTSMaxAge:   time.Hour,
@@ -96,7 +105,7 @@ func newTestServer(t *testing.T, mod func(*Options)) testServer {
 	if err := s.Mount(testRoutes()...); err != nil {
 		t.Fatal(err)
 	}
-	return testServer{s, logs}
+	return testServer{s, logs, logq}
 }
 
 type scenario struct {
@@ -344,8 +353,9 @@ func TestAccessLog(t *testing.T) {
 	s.ServeHTTP(httptest.NewRecorder(), req)
 	scenario{method: "GET", path: "/panic", wantStatus: 500, wantCode: "internal"}.run(t, s)
 
+	logs := s.logText()
 	var lines []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.logs.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(logs), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("log line is not JSON: %q", l)
@@ -359,7 +369,7 @@ func TestAccessLog(t *testing.T) {
 			t.Errorf("access log %s = %v, want %v", k, first[k], want)
 		}
 	}
-	if strings.Contains(s.logs.String(), "sekrit") {
+	if strings.Contains(logs, "sekrit") {
 		t.Error("the query string reached the log")
 	}
 	// The panic: a log line with the stack, and the access line says 500.
@@ -373,7 +383,7 @@ func TestAccessLog(t *testing.T) {
 		}
 	}
 	if !sawStack || !saw500 {
-		t.Errorf("panic logged with stack: %v; access line with 500: %v\n%s", sawStack, saw500, s.logs)
+		t.Errorf("panic logged with stack: %v; access line with 500: %v\n%s", sawStack, saw500, logs)
 	}
 }
 

@@ -80,6 +80,8 @@ func newRequestID() string {
 // left out: it can carry codes and tokens. It builds the record for the
 // handler itself: Logger.LogAttrs would also capture the caller's program
 // counter, which costs more than the rest of the line and says nothing here.
+// Behind an AsyncHandler (as in the server) Handle only queues the record:
+// the line is formatted and written on the log's goroutine, not the request's.
 func (s *Server) accessLog(c echo.Context, start time.Time) {
 	req, res := c.Request(), c.Response()
 	ctx := req.Context()

@@ -53,7 +53,7 @@ type Options struct {
 type Server struct {
 	echo   *echo.Echo
 	log    *slog.Logger
-	logh   slog.Handler // the access log writes to the handler directly
+	logh   slog.Handler // the access log writes to the handler directly (Lossy if async)
 	opts   Options
 	routes []Route
 	// hsts is the Strict-Transport-Security value (nil: never sent). It
@@ -73,6 +73,11 @@ func New(opts Options) *Server {
 	}
 	s := &Server{echo: echo.New(), log: opts.Logger, logh: opts.Logger.Handler(), opts: opts,
 		httpsPublic: strings.HasPrefix(opts.PublicURL, "https://")}
+	if a, ok := s.logh.(*AsyncHandler); ok {
+		// The access log may drop lines rather than wait for a full
+		// queue; the server's other lines may not.
+		s.logh = a.Lossy()
+	}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = ipExtractor(opts.TrustedProxies, opts.ClientIPHeader)

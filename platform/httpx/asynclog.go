@@ -1,0 +1,200 @@
+package httpx
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultLogQueue is how many records an AsyncHandler holds before the
+// access log starts dropping. Each queued record is about 300 bytes, so
+// the default costs some 2.5 MB, and rides out a pause of the output
+// (a slow pipe, a log collector restarting) of a few thousand requests.
+const DefaultLogQueue = 8192
+
+// logBufferSize is the buffer between the writer goroutine and the output:
+// under load many lines go out in one write(2).
+const logBufferSize = 64 << 10
+
+// An AsyncHandler takes log records off the caller's goroutine: Handle
+// queues a copy and returns, and one goroutine formats the records with the
+// real handler into a buffer over the output. The buffer is flushed
+// whenever the queue runs empty, so an idle server's lines appear at once.
+//
+// Records keep their order. When the queue is full, Handle waits, except on
+// the Lossy view, which the access log uses: there a record below Warn is
+// dropped and counted, and a warning saying how many were lost is written
+// once the writer has caught up. Errors, warnings and the other logs (audit
+// lines among them) are never dropped; waiting for them is no worse than the
+// synchronous write they had before, and keeps them in order.
+//
+// Values are formatted later, on the writer goroutine: what a caller logs
+// (a map, a slice, a pointer) must not change after the call. Handle does
+// not pass its context on; the JSON and text handlers do not read it.
+//
+// Close drains the queue and flushes; records logged after it are written
+// synchronously.
+type AsyncHandler struct {
+	h     slog.Handler // the real handler, with this view's attrs and groups
+	q     *logQueue
+	lossy bool
+}
+
+type logQueue struct {
+	ch      chan logItem
+	base    slog.Handler // the real handler, for the dropped-lines warning
+	buf     *bufio.Writer
+	out     io.Writer
+	dropped atomic.Int64
+	done    chan struct{} // closed when the writer goroutine has finished
+
+	// mu guards closed and the closing of ch: Handle sends under the read
+	// lock, Close takes the write lock. After Close, late records are
+	// written by their caller, one at a time under late.
+	mu     sync.RWMutex
+	closed bool
+	late   sync.Mutex
+}
+
+// logItem is a queued record, or (with flushed set) a Flush waiting for
+// everything queued before it.
+type logItem struct {
+	h       slog.Handler
+	r       slog.Record
+	flushed chan struct{}
+}
+
+// NewAsyncHandler starts an AsyncHandler writing to out through the handler
+// inner builds (e.g. slog.NewJSONHandler) over its buffer. queue <= 0 means
+// DefaultLogQueue. Close it to write what is left.
+func NewAsyncHandler(out io.Writer, queue int, inner func(io.Writer) slog.Handler) *AsyncHandler {
+	if queue <= 0 {
+		queue = DefaultLogQueue
+	}
+	q := &logQueue{ch: make(chan logItem, queue), buf: bufio.NewWriterSize(out, logBufferSize),
+		out: out, done: make(chan struct{})}
+	q.base = inner(q.buf)
+	go q.run()
+	return &AsyncHandler{h: q.base, q: q}
+}
+
+// Lossy returns a view of a that drops records below Warn rather than wait
+// when the queue is full: for the access log, which must never hold up a
+// request.
+func (a *AsyncHandler) Lossy() *AsyncHandler { return &AsyncHandler{h: a.h, q: a.q, lossy: true} }
+
+// Enabled asks the real handler; the queue is not involved.
+func (a *AsyncHandler) Enabled(ctx context.Context, l slog.Level) bool { return a.h.Enabled(ctx, l) }
+
+// WithAttrs and WithGroup derive from the real handler (attrs are formatted
+// once, here); the derived handler shares the queue and the output.
+func (a *AsyncHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &AsyncHandler{h: a.h.WithAttrs(attrs), q: a.q, lossy: a.lossy}
+}
+
+func (a *AsyncHandler) WithGroup(name string) slog.Handler {
+	return &AsyncHandler{h: a.h.WithGroup(name), q: a.q, lossy: a.lossy}
+}
+
+// Handle queues r and returns. Clone does not allocate: it only makes sure
+// the copy and the caller's record never share attrs they could append to.
+func (a *AsyncHandler) Handle(ctx context.Context, r slog.Record) error {
+	q := a.q
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		return q.writeLate(ctx, a.h, r)
+	}
+	it := logItem{h: a.h, r: r.Clone()}
+	if !a.lossy || r.Level >= slog.LevelWarn {
+		q.ch <- it
+		return nil
+	}
+	select {
+	case q.ch <- it:
+	default:
+		q.dropped.Add(1)
+	}
+	return nil
+}
+
+// Flush waits until every record queued before it is written to the output.
+func (a *AsyncHandler) Flush() {
+	q := a.q
+	q.mu.RLock()
+	if q.closed {
+		q.mu.RUnlock()
+		<-q.done // Close flushes, and late records are flushed as written
+		return
+	}
+	done := make(chan struct{})
+	q.ch <- logItem{flushed: done}
+	q.mu.RUnlock()
+	<-done
+}
+
+// Close writes every queued record, flushes, and stops the writer
+// goroutine. It is safe to call more than once.
+func (a *AsyncHandler) Close() error {
+	q := a.q
+	q.mu.Lock()
+	if !q.closed {
+		q.closed = true
+		close(q.ch)
+	}
+	q.mu.Unlock()
+	<-q.done
+	return nil
+}
+
+// run is the writer goroutine.
+func (q *logQueue) run() {
+	defer close(q.done)
+	for it := range q.ch {
+		if it.flushed == nil {
+			_ = it.h.Handle(context.Background(), it.r) // nowhere to report a failed log write
+		}
+		if it.flushed != nil || len(q.ch) == 0 {
+			q.catchUp()
+		}
+		if it.flushed != nil {
+			close(it.flushed)
+		}
+	}
+	q.catchUp()
+}
+
+// catchUp reports dropped lines, then flushes. A failed flush resets the
+// buffer: bufio's errors are sticky, and one failed write to the output
+// must not silence the log for good.
+func (q *logQueue) catchUp() {
+	if n := q.dropped.Swap(0); n > 0 {
+		r := slog.NewRecord(time.Now(), slog.LevelWarn, "access log: "+strconv.FormatInt(n, 10)+" lines dropped", 0)
+		r.AddAttrs(slog.Int64("dropped", n))
+		_ = q.base.Handle(context.Background(), r)
+	}
+	if err := q.buf.Flush(); err != nil {
+		q.buf.Reset(q.out)
+	}
+}
+
+// writeLate writes a record that came after Close, on the caller's
+// goroutine, once the writer goroutine has finished with the buffer.
+func (q *logQueue) writeLate(ctx context.Context, h slog.Handler, r slog.Record) error {
+	<-q.done
+	q.late.Lock()
+	defer q.late.Unlock()
+	err := h.Handle(ctx, r)
+	if ferr := q.buf.Flush(); ferr != nil {
+		q.buf.Reset(q.out)
+		if err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
