@@ -5,9 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"gatehouse/modules/tenant"
+	"gatehouse/platform/kv"
 )
 
 // Acceptance (issue 8): on the Redis stack every instance answers the
@@ -135,4 +139,60 @@ func claim(t *testing.T, tok, name string) string {
 		t.Fatalf("token has no %q claim", name)
 	}
 	return s
+}
+
+// cmdCounter counts the commands a go-redis client sends, pipelined or not.
+type cmdCounter struct {
+	mu    sync.Mutex
+	names map[string]int
+}
+
+func (h *cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.add(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *cmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			h.add(c)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (h *cmdCounter) add(c redis.Cmder) {
+	h.mu.Lock()
+	h.names[c.Name()]++
+	h.mu.Unlock()
+}
+
+// The hot path on the Redis stack: once an authenticated caller's state is
+// in the Mirror and the caches, a request costs Redis exactly its two
+// rate-limit decisions (api-user and api-tenant), one script each, and
+// nothing for revocation, permissions or tenant status.
+func TestAuthenticatedRequestRedisCommands(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[1])
+	a := startApp(t, cfg)
+	a.register(t, "counted@example.com", "correct horse battery", "")
+	tok := a.login(t, "counted@example.com", "correct horse battery", "").AccessToken
+	for range 2 {
+		wantStatus(t, a.do(t, req{method: "GET", path: "/v1/permissions/mine", bearer: tok}), 200, "")
+	}
+	h := &cmdCounter{names: map[string]int{}}
+	a.kv.(*kv.Redis).Client().AddHook(h)
+	const n = 50
+	for range n {
+		wantStatus(t, a.do(t, req{method: "GET", path: "/v1/permissions/mine", bearer: tok}), 200, "")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.names["evalsha"] != 2*n || len(h.names) != 1 {
+		t.Fatalf("%d requests sent %v; want exactly %d evalsha", n, h.names, 2*n)
+	}
 }
