@@ -118,11 +118,13 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		return nil, fmt.Errorf("tenant: %w", err)
 	}
 	a := cfg.Auth
+	slots := bcryptSlots(a.BcryptConcurrency)
+	ensureProcs(slots, log)
 	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: shared, Tokens: tokens, Roles: authz.Service(),
 		Tenants: authTenants{tenants.Service()}, Limits: limits, Log: log, Events: events,
 		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
 		Config: auth.Config{AccessTTL: a.AccessTTL, Leeway: a.Leeway, RefreshTTL: a.RefreshTTL, SessionMaxAge: a.SessionMaxAge,
-			BcryptCost: a.BcryptCost, BcryptConcurrency: bcryptSlots(a.BcryptConcurrency), LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
+			BcryptCost: a.BcryptCost, BcryptConcurrency: slots, LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
 			DefaultTenant: a.DefaultTenant, FailDelay: a.FailedLoginDelay}})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
@@ -483,4 +485,16 @@ func bcryptSlots(n int) int {
 		return n
 	}
 	return max(runtime.GOMAXPROCS(0)-1, 1)
+}
+
+// ensureProcs makes GOMAXPROCS at least slots+1. The bcrypt workers run
+// on low-priority threads, and each holds a P while it computes; with no
+// P left, requests would wait for the Go scheduler to preempt a worker
+// (10ms slices) however low its OS priority. One P more than the workers
+// lets the kernel pick requests over bcrypt (on one core: GOMAXPROCS 2).
+func ensureProcs(slots int, log *slog.Logger) {
+	if procs := runtime.GOMAXPROCS(0); procs < slots+1 {
+		runtime.GOMAXPROCS(slots + 1)
+		log.Info("GOMAXPROCS raised above the bcrypt workers", "from", procs, "to", slots+1)
+	}
 }

@@ -2,28 +2,102 @@ package auth
 
 import (
 	"context"
+	"runtime"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
 
-// gate bounds how many bcrypt computations run at once. A login flood
-// then queues here instead of taking every core from the requests that
-// only check a token, whose latency stays flat.
-type gate struct{ slots chan struct{} }
+// gate runs the bcrypt computations on at most n worker goroutines, each
+// locked to its own OS thread at the lowest priority (nice 19 on Linux,
+// see lowerThreadPriority). A login flood then queues here instead of
+// taking every core, and the kernel runs the workers only with the CPU
+// that request goroutines leave: a request's thread preempts a worker's
+// as soon as it wakes, so token-checked requests keep their latency,
+// while logins still get all the CPU when nothing else wants it.
+//
+// Workers start on demand and end after idleWorker without work: the
+// gate has no Close, and a worker that ends takes its niced thread with
+// it (a locked goroutine that exits terminates its thread).
+type gate struct {
+	jobs    chan *job     // hands a job to an idle worker
+	workers chan struct{} // one token per running worker, at most n
+	idle    time.Duration // idleWorker; shorter in tests
+}
 
-func newGate(n int) gate { return gate{slots: make(chan struct{}, max(n, 1))} }
+// job is one computation handed to a worker; done closes when it ran or
+// was skipped.
+type job struct {
+	ctx  context.Context
+	f    func()
+	done chan struct{}
+}
 
-// do runs f once a slot is free, or returns ctx's error if ctx ends first.
+// idleWorker is how long a worker waits for a job before it ends. A new
+// thread costs microseconds next to a bcrypt computation's milliseconds.
+const idleWorker = 10 * time.Second
+
+func newGate(n int) gate {
+	return gate{jobs: make(chan *job), workers: make(chan struct{}, max(n, 1)), idle: idleWorker}
+}
+
+// do runs f on a worker once one is free, and waits for it. It returns
+// ctx's error if ctx ends first: a job not yet started is then skipped,
+// and one already running finishes on its worker without this caller,
+// so f must not write anything the caller reads after an error.
 func (g gate) do(ctx context.Context, f func()) error {
+	j := &job{ctx: ctx, f: f, done: make(chan struct{})}
 	select {
-	case g.slots <- struct{}{}:
+	case g.jobs <- j: // an idle worker took it
+	case g.workers <- struct{}{}: // room for one more worker
+		go g.work(j)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { <-g.slots }()
-	f()
-	return nil
+	select {
+	case <-j.done:
+		return ctx.Err() // non-nil if the worker skipped it
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// work runs jobs on a niced thread until none comes for g.idle.
+func (g gate) work(j *job) {
+	// Never unlocked once niced: the thread keeps nice 19, and must not
+	// go back to the runtime's pool to run other goroutines. It ends
+	// with this goroutine.
+	runtime.LockOSThread()
+	if !lowerThreadPriority() {
+		// This is the process's main thread, whose nice ps and top show
+		// as the whole process's: leave it as it is. Holding it while a
+		// new goroutine locks its own thread gives that one another.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			g.work(j)
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
+	defer func() { <-g.workers }()
+	idle := time.NewTimer(g.idle)
+	defer idle.Stop()
+	for {
+		if j.ctx.Err() == nil { // else its caller is gone: skip it
+			j.f()
+		}
+		close(j.done)
+		idle.Reset(g.idle)
+		select {
+		case j = <-g.jobs:
+		case <-idle.C:
+			return
+		}
+	}
 }
 
 // hasher does the module's bcrypt work behind the gate, and keeps the
@@ -35,11 +109,15 @@ type hasher struct {
 	dummy []byte
 }
 
-// dummyHash is made once, in the background from start (see warm), so
-// that starting does not wait a bcrypt computation.
+// dummyHash is made once, on a worker like any bcrypt work, in the
+// background from start (see warm), so that starting does not wait a
+// bcrypt computation.
 func (h *hasher) dummyHash() []byte {
 	h.once.Do(func() {
-		h.dummy, _ = bcrypt.GenerateFromPassword([]byte("not a password of anyone"), h.cost)
+		// Background never ends, so do returns only once the hash is made.
+		_ = h.gate.do(context.Background(), func() {
+			h.dummy, _ = bcrypt.GenerateFromPassword([]byte("not a password of anyone"), h.cost)
+		})
 	})
 	return h.dummy
 }
@@ -54,8 +132,10 @@ func (h *hasher) compare(ctx context.Context, hash []byte, password string) (boo
 		hash = h.dummyHash()
 	}
 	var ok bool
-	err := h.gate.do(ctx, func() { ok = bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil })
-	return ok, err
+	if err := h.gate.do(ctx, func() { ok = bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil }); err != nil {
+		return false, err
+	}
+	return ok, nil
 }
 
 // hash returns the bcrypt hash of password.

@@ -48,8 +48,53 @@ func TestGate(t *testing.T) {
 		t.Errorf("waiting past the context: %v", err)
 	}
 	close(hold)
-	if newGate(0).slots == nil || cap(newGate(0).slots) != 1 {
+	if cap(newGate(0).workers) != 1 {
 		t.Error("a gate of size 0 must still let one through")
+	}
+}
+
+// A job whose context has ended is skipped, whether or not a worker is
+// free to take it; and a caller whose context ends while its job runs
+// returns at once, without waiting for the job.
+func TestGateContext(t *testing.T) {
+	g := newGate(2)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 100 {
+		if err := g.do(ctx, func() { t.Error("ran a job whose context had ended") }); err != context.Canceled {
+			t.Fatalf("ended context: %v", err)
+		}
+	}
+
+	hold := make(chan struct{})
+	defer close(hold)
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := g.do(ctx, func() { <-hold }); err != context.DeadlineExceeded {
+		t.Errorf("context ended while running: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("waited %v for a job past its context", d)
+	}
+}
+
+// An idle worker ends, giving back its place, and a new one starts for
+// the next job.
+func TestGateIdleWorker(t *testing.T) {
+	g := newGate(1)
+	g.idle = time.Millisecond
+	for range 3 {
+		if err := g.do(context.Background(), func() {}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(g.workers) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the idle worker did not end")
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 }
 
@@ -72,5 +117,10 @@ func TestHasher(t *testing.T) {
 	}
 	if len(h.dummyHash()) == 0 {
 		t.Error("no dummy hash")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if ok, err := h.compare(cctx, hash, "correct horse battery"); ok || err != context.Canceled {
+		t.Errorf("ended context: %v %v", ok, err)
 	}
 }
