@@ -40,7 +40,7 @@ func newUpstream(t *testing.T) *upstream {
 	return u
 }
 
-func writeRoutes(t *testing.T, path, body string) {
+func writeRoutes(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
