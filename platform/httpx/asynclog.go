@@ -21,10 +21,16 @@ const DefaultLogQueue = 8192
 // under load many lines go out in one write(2).
 const logBufferSize = 64 << 10
 
+// logInterval is how often the writer drains the queue. At 30,000 lines a
+// second that is some 300 lines per wakeup, well within the queue.
+const logInterval = 10 * time.Millisecond
+
 // An AsyncHandler takes log records off the caller's goroutine: Handle
 // queues a copy and returns, and one goroutine formats the records with the
-// real handler into a buffer over the output. The buffer is flushed
-// whenever the queue runs empty, so an idle server's lines appear at once.
+// real handler into a buffer over the output. The writer wakes every
+// logInterval (or at once for Flush and Close), formats everything queued
+// and flushes: a busy server's lines go out in a few large writes, with no
+// wakeup per line, and an idle server's within logInterval.
 //
 // Records keep their order. When the queue is full, Handle waits, except on
 // the Lossy view, which the access log uses: there a record below Warn is
@@ -51,6 +57,7 @@ type logQueue struct {
 	buf     *bufio.Writer
 	out     io.Writer
 	dropped atomic.Int64
+	wake    chan struct{} // cap 1: Flush and Close want the writer now
 	done    chan struct{} // closed when the writer goroutine has finished
 
 	// mu guards closed and the closing of ch: Handle sends under the read
@@ -77,7 +84,7 @@ func NewAsyncHandler(out io.Writer, queue int, inner func(io.Writer) slog.Handle
 		queue = DefaultLogQueue
 	}
 	q := &logQueue{ch: make(chan logItem, queue), buf: bufio.NewWriterSize(out, logBufferSize),
-		out: out, done: make(chan struct{})}
+		out: out, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	q.base = inner(q.buf)
 	go q.run()
 	return &AsyncHandler{h: q.base, q: q}
@@ -135,6 +142,7 @@ func (a *AsyncHandler) Flush() {
 	done := make(chan struct{})
 	q.ch <- logItem{flushed: done}
 	q.mu.RUnlock()
+	q.poke()
 	<-done
 }
 
@@ -148,6 +156,7 @@ func (a *AsyncHandler) Close() error {
 		close(q.ch)
 	}
 	q.mu.Unlock()
+	q.poke()
 	<-q.done
 	return nil
 }
@@ -155,18 +164,47 @@ func (a *AsyncHandler) Close() error {
 // run is the writer goroutine.
 func (q *logQueue) run() {
 	defer close(q.done)
-	for it := range q.ch {
-		if it.flushed == nil {
-			_ = it.h.Handle(context.Background(), it.r) // nowhere to report a failed log write
+	tick := time.NewTicker(logInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+		case <-q.wake:
 		}
-		if it.flushed != nil || len(q.ch) == 0 {
-			q.catchUp()
-		}
-		if it.flushed != nil {
-			close(it.flushed)
+		if !q.drain() {
+			return
 		}
 	}
-	q.catchUp()
+}
+
+// drain writes every queued record and flushes; it returns false once the
+// queue is closed and empty.
+func (q *logQueue) drain() bool {
+	for {
+		select {
+		case it, ok := <-q.ch:
+			if !ok {
+				q.catchUp()
+				return false
+			}
+			if it.flushed != nil {
+				q.catchUp()
+				close(it.flushed)
+				continue
+			}
+			_ = it.h.Handle(context.Background(), it.r) // nowhere to report a failed log write
+		default:
+			q.catchUp()
+			return true
+		}
+	}
+}
+
+func (q *logQueue) poke() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
 // catchUp reports dropped lines, then flushes. A failed flush resets the
