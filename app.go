@@ -119,7 +119,6 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	}
 	a := cfg.Auth
 	slots := bcryptSlots(a.BcryptConcurrency)
-	ensureProcs(slots, log)
 	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: shared, Tokens: tokens, Roles: authz.Service(),
 		Tenants: authTenants{tenants.Service()}, Limits: limits, Log: log, Events: events,
 		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
@@ -485,16 +484,4 @@ func bcryptSlots(n int) int {
 		return n
 	}
 	return max(runtime.GOMAXPROCS(0)-1, 1)
-}
-
-// ensureProcs makes GOMAXPROCS at least slots+1. The bcrypt workers run
-// on low-priority threads, and each holds a P while it computes; with no
-// P left, requests would wait for the Go scheduler to preempt a worker
-// (10ms slices) however low its OS priority. One P more than the workers
-// lets the kernel pick requests over bcrypt (on one core: GOMAXPROCS 2).
-func ensureProcs(slots int, log *slog.Logger) {
-	if procs := runtime.GOMAXPROCS(0); procs < slots+1 {
-		runtime.GOMAXPROCS(slots + 1)
-		log.Info("GOMAXPROCS raised above the bcrypt workers", "from", procs, "to", slots+1)
-	}
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,5 +123,28 @@ func TestHasher(t *testing.T) {
 	cancel()
 	if ok, err := h.compare(cctx, hash, "correct horse battery"); ok || err != context.Canceled {
 		t.Errorf("ended context: %v %v", ok, err)
+	}
+}
+
+// While bcrypt runs GOMAXPROCS is one more than the workers, and only then.
+func TestGateRaisesProcsWhileRunning(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	g := newGate(1)
+	var during int
+	if err := g.do(context.Background(), func() { during = runtime.GOMAXPROCS(0) }); err != nil {
+		t.Fatal(err)
+	}
+	if during != 2 {
+		t.Errorf("GOMAXPROCS while bcrypt ran = %d, want 2", during)
+	}
+	if after := runtime.GOMAXPROCS(0); after != 1 {
+		t.Errorf("GOMAXPROCS after = %d, want 1 again", after)
+	}
+	runtime.GOMAXPROCS(4) // enough already: left alone
+	if err := g.do(context.Background(), func() { during = runtime.GOMAXPROCS(0) }); err != nil {
+		t.Fatal(err)
+	}
+	if during != 4 || runtime.GOMAXPROCS(0) != 4 {
+		t.Errorf("GOMAXPROCS 4 was changed: %d during, %d after", during, runtime.GOMAXPROCS(0))
 	}
 }
