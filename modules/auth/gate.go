@@ -116,7 +116,11 @@ type procBoost struct {
 	mu      sync.Mutex
 	running int
 	base    int // GOMAXPROCS before the first running job raised it; 0 if not raised
+	gen     int // counts the times running fell to 0: a later restore supersedes
 }
+
+// procsLinger is how long GOMAXPROCS stays raised after the last bcrypt.
+var procsLinger = time.Second
 
 func (p *procBoost) raise(need int) {
 	p.mu.Lock()
@@ -124,19 +128,31 @@ func (p *procBoost) raise(need int) {
 	p.running++
 	if p.running == 1 {
 		if cur := runtime.GOMAXPROCS(0); cur < need {
-			p.base = cur
+			if p.base == 0 { // else still raised from the last job, restore pending
+				p.base = cur
+			}
 			runtime.GOMAXPROCS(need)
 		}
 	}
 }
 
+// lower restores GOMAXPROCS once no bcrypt has run for procsLinger, so
+// that logins back to back (a flood) do not stop the world twice each.
 func (p *procBoost) lower() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.running--
 	if p.running == 0 && p.base > 0 {
-		runtime.GOMAXPROCS(p.base)
-		p.base = 0
+		p.gen++
+		gen := p.gen
+		time.AfterFunc(procsLinger, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.running == 0 && p.base > 0 && p.gen == gen {
+				runtime.GOMAXPROCS(p.base)
+				p.base = 0
+			}
+		})
 	}
 }
 
