@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -285,4 +286,36 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// BenchmarkMirrorHit is the revocation check of a request on the Redis
+// stack once warm: two denylist keys answered from the copies.
+func BenchmarkMirrorHit(b *testing.B) {
+	url := os.Getenv(testenv.EnvRedis)
+	if url == "" {
+		b.Skipf("%s is not set", testenv.EnvRedis)
+	}
+	r, err := NewRedis(b.Context(), url, newPrefix())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	m, err := NewMirror(b.Context(), r, "mirror", slog.New(slog.DiscardHandler), "deny:")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	if found, err := m.ExistsAny(ctx, "deny:sid:s", "deny:jti:j"); err != nil || found {
+		b.Fatal(found, err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if found, err := m.ExistsAny(ctx, "deny:sid:s", "deny:jti:j"); err != nil || found {
+				b.Error(found, err)
+				return
+			}
+		}
+	})
 }
