@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
 
 	"gatehouse/configs"
 	"gatehouse/modules/auth"
@@ -374,7 +375,11 @@ func newLimits(cfg config.Config, log *slog.Logger, store kv.Store) (limiterClos
 		if err != nil {
 			return nil, nil, fmt.Errorf("redis.url: %w", err)
 		}
-		limiter = nopClose{ratelimit.NewRedis(ap, cfg.Redis.Prefix, nil)}
+		rl := ratelimit.NewRedis(ap, cfg.Redis.Prefix, nil)
+		if _, cluster := r.Client().(*redis.ClusterClient); cluster {
+			rl.OnCluster()
+		}
+		limiter = nopClose{rl}
 	} else {
 		limiter = ratelimit.NewMemory(nil)
 	}
@@ -400,8 +405,10 @@ type limiterCloser interface {
 	Close() error
 }
 
-// nopClose is a limiter with nothing to stop (Redis keeps the state).
-type nopClose struct{ ratelimit.Limiter }
+// nopClose is the Redis limiter, with nothing to stop (Redis keeps the
+// state). It embeds the concrete type, so that the enforcer sees it is a
+// ratelimit.Sequencer too.
+type nopClose struct{ *ratelimit.Redis }
 
 func (nopClose) Close() error { return nil }
 

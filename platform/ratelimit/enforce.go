@@ -221,17 +221,14 @@ func (e *Enforcer) slot(rules []Rule) echo.MiddlewareFunc {
 					return err
 				}
 			}
+			ds, err := e.decideAll(c.Request().Context(), rules, func(r Rule) string { return e.key(c, r, email) })
+			if err != nil {
+				return err
+			}
 			var tightest *Decision
-			for _, rule := range rules {
-				d, err := e.decide(c.Request().Context(), rule, e.key(c, rule, email))
-				if err != nil {
-					return err
-				}
-				if tightest == nil || d.Remaining < tightest.Remaining || !d.Allowed {
-					tightest = &d
-				}
-				if !d.Allowed {
-					break
+			for i := range ds {
+				if d := &ds[i]; tightest == nil || d.Remaining < tightest.Remaining || !d.Allowed {
+					tightest = d
 				}
 			}
 			setHeaders(c.Response().Header(), *tightest)
@@ -261,9 +258,60 @@ func (e *Enforcer) Check(ctx context.Context, policy, key string) error {
 	return nil
 }
 
-// decide asks the limiter, applying the plan factor to tenant rules and
-// the rule's choice when the backend fails.
+// decideAll decides the rules of one slot in order, stopping at the first
+// refusal, in one step when the limiter is a Sequencer (one Redis round
+// trip for all of them). It returns the decisions made.
+func (e *Enforcer) decideAll(ctx context.Context, rules []Rule, key func(Rule) string) ([]Decision, error) {
+	seq, ok := e.limiter.(Sequencer)
+	if !ok || len(rules) == 1 {
+		out := make([]Decision, 0, len(rules))
+		for _, rule := range rules {
+			d, err := e.decide(ctx, rule, key(rule))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+			if !d.Allowed {
+				break
+			}
+		}
+		return out, nil
+	}
+	checks := make([]Check, len(rules))
+	for i, rule := range rules {
+		k := key(rule)
+		checks[i] = Check{Policy: e.policy(ctx, rule, k), Key: k}
+	}
+	ds, err := seq.AllowSeq(ctx, checks)
+	if err != nil {
+		// Nothing was decided: each rule's on_error applies, in order.
+		out := make([]Decision, 0, len(rules))
+		for i, rule := range rules {
+			d, err := e.outcome(ctx, rule, checks[i], Decision{}, err)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+		}
+		return out, nil
+	}
+	for i := range ds {
+		if ds[i], err = e.outcome(ctx, rules[i], checks[i], ds[i], nil); err != nil {
+			return nil, err
+		}
+	}
+	return ds, nil
+}
+
+// decide asks the limiter about one rule.
 func (e *Enforcer) decide(ctx context.Context, rule Rule, key string) (Decision, error) {
+	c := Check{Policy: e.policy(ctx, rule, key), Key: key}
+	d, err := e.limiter.Allow(ctx, c.Policy, key)
+	return e.outcome(ctx, rule, c, d, err)
+}
+
+// policy is the rule's policy with the plan factor applied to tenant rules.
+func (e *Enforcer) policy(ctx context.Context, rule Rule, key string) Policy {
 	p := rule.Policy
 	if rule.Key == KeyTenant && e.plan != nil {
 		if f := e.plan(ctx, key); f > 1 {
@@ -274,7 +322,13 @@ func (e *Enforcer) decide(ctx context.Context, rule Rule, key string) (Decision,
 			}
 		}
 	}
-	d, err := e.limiter.Allow(ctx, p, key)
+	return p
+}
+
+// outcome counts a decision, or applies the rule's choice when the backend
+// failed.
+func (e *Enforcer) outcome(ctx context.Context, rule Rule, c Check, d Decision, err error) (Decision, error) {
+	p := c.Policy
 	counts := e.counts[rule.Name]
 	if errors.Is(err, ErrInvalidPolicy) {
 		return Decision{}, err // a configuration bug, not an outage: a 500
@@ -299,7 +353,7 @@ func (e *Enforcer) decide(ctx context.Context, rule Rule, key string) (Decision,
 		counts.Allowed.Add(1)
 	} else {
 		counts.Blocked.Add(1)
-		e.refusals.add(ctx, rule.Name, key, time.Now())
+		e.refusals.add(ctx, rule.Name, c.Key, time.Now())
 	}
 	return d, nil
 }

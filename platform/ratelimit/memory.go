@@ -219,3 +219,8 @@ func (e *entry) push(t int64, limit int) {
 	e.ring[(e.head+e.n)%len(e.ring)] = t
 	e.n++
 }
+
+// AllowSeq decides checks one after the other; see Sequencer.
+func (m *Memory) AllowSeq(ctx context.Context, checks []Check) ([]Decision, error) {
+	return sequential(ctx, m, checks)
+}

@@ -163,6 +163,37 @@ type Limiter interface {
 	Allow(ctx context.Context, p Policy, key string) (Decision, error)
 }
 
+// A Check is one decision of a sequence: a policy and the key it counts.
+type Check struct {
+	Policy Policy
+	Key    string
+}
+
+// Sequencer decides several checks as if one after the other: in order,
+// each allowed one counted, and the first refusal ending the sequence (the
+// checks after it are neither decided nor counted). It returns the
+// decisions made, the last being the refusal if there was one. The
+// limiters here implement it; Redis makes it one round trip.
+type Sequencer interface {
+	AllowSeq(ctx context.Context, checks []Check) ([]Decision, error)
+}
+
+// sequential is AllowSeq by calling Allow for each check in turn.
+func sequential(ctx context.Context, l Limiter, checks []Check) ([]Decision, error) {
+	out := make([]Decision, 0, len(checks))
+	for _, c := range checks {
+		d, err := l.Allow(ctx, c.Policy, c.Key)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+		if !d.Allowed {
+			break
+		}
+	}
+	return out, nil
+}
+
 // gcra is one step of the token bucket. Given the key's stored theoretical
 // arrival time (0 for none) and now, it returns the arrival time to store
 // (when allowed), and reset and retry, the microseconds until the bucket is

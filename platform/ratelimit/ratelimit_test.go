@@ -97,6 +97,72 @@ func hostileKeys() []string {
 func runContract(t *testing.T, open newLimiter) {
 	newPrefix := func() string { return "test:" + testenv.Random(6) + ":" }
 
+	t.Run("SequenceStopsAtFirstRefusal", func(t *testing.T) {
+		t.Parallel()
+		l := open(t, newClock(), newPrefix())
+		seq := l.(Sequencer)
+		one := Policy{Name: "one", Algorithm: TokenBucket, Limit: 1, Period: time.Hour}
+		five := Policy{Name: "five", Algorithm: SlidingWindow, Limit: 5, Period: time.Hour}
+		bucket := Policy{Name: "bucket", Algorithm: TokenBucket, Limit: 5, Period: time.Hour}
+		decide := func(checks ...Check) []Decision {
+			t.Helper()
+			ds, err := seq.AllowSeq(t.Context(), checks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ds
+		}
+		if ds := decide(Check{one, "k"}, Check{five, "k"}); len(ds) != 2 || !ds[0].Allowed || !ds[1].Allowed || ds[1].Remaining != 4 {
+			t.Fatalf("first sequence: %+v", ds)
+		}
+		if ds := decide(Check{one, "k"}, Check{five, "k"}); len(ds) != 1 || ds[0].Allowed {
+			t.Fatalf("second sequence: %+v, want one refusal", ds)
+		}
+		// The refused sequence did not count the check after the refusal.
+		if d, err := l.Allow(t.Context(), five, "k"); err != nil || !d.Allowed || d.Remaining != 3 {
+			t.Fatalf("five after: %+v, %v; want 3 remaining", d, err)
+		}
+		// A refusal later in the sequence leaves the earlier counted.
+		if ds := decide(Check{bucket, "k"}, Check{one, "k"}); len(ds) != 2 || !ds[0].Allowed || ds[1].Allowed {
+			t.Fatalf("bucket then one: %+v", ds)
+		}
+		if d, err := l.Allow(t.Context(), bucket, "k"); err != nil || d.Remaining != 3 {
+			t.Fatalf("bucket after: %+v, %v; want 3 remaining", d, err)
+		}
+	})
+
+	t.Run("SequenceExactUnderConcurrency", func(t *testing.T) {
+		t.Parallel()
+		l := open(t, newClock(), newPrefix())
+		seq := l.(Sequencer)
+		first := Policy{Name: "first", Algorithm: TokenBucket, Limit: 50, Period: time.Hour}
+		second := Policy{Name: "second", Algorithm: SlidingWindow, Limit: 1000, Period: time.Hour}
+		var passed atomic.Int64
+		var wg sync.WaitGroup
+		for range 200 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ds, err := seq.AllowSeq(context.Background(), []Check{{first, "u"}, {second, "t"}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(ds) == 2 && ds[0].Allowed && ds[1].Allowed {
+					passed.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if passed.Load() != 50 {
+			t.Fatalf("%d sequences passed, want exactly 50", passed.Load())
+		}
+		// Only the 50 that passed the first check were counted by the second.
+		if d, err := l.Allow(t.Context(), second, "t"); err != nil || d.Remaining != 1000-51 {
+			t.Fatalf("second after: %+v, %v; want %d remaining", d, err, 1000-51)
+		}
+	})
+
 	t.Run("TokenBucketExact", func(t *testing.T) {
 		t.Parallel()
 		c := newClock()

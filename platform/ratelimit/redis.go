@@ -20,51 +20,78 @@ import (
 //
 // A key of another type was left by the same policy as a sliding window: it
 // is dropped rather than failing every request until it expires.
-const bucketSource = `
-local now = tonumber(ARGV[1])
-local emission = tonumber(ARGV[2])
-local tolerance = tonumber(ARGV[3])
-local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'table' then
-	redis.call('DEL', KEYS[1])
-	v = false
+const bucketLua = `
+local function bucket(key, now, emission, tolerance)
+	local v = redis.pcall('GET', key)
+	if type(v) == 'table' then
+		redis.call('DEL', key)
+		v = false
+	end
+	local tat = tonumber(v) or now
+	if tat < now then tat = now end
+	local nxt = tat + emission
+	if nxt - now > tolerance then
+		return {0, tat - now, nxt - tolerance - now}
+	end
+	redis.call('SET', key, string.format('%d', nxt), 'PX', math.ceil((nxt - now) / 1000))
+	return {1, nxt - now, 0}
 end
-local tat = tonumber(v) or now
-if tat < now then tat = now end
-local nxt = tat + emission
-if nxt - now > tolerance then
-	return {0, tat - now, nxt - tolerance - now}
-end
-redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.ceil((nxt - now) / 1000))
-return {1, nxt - now, 0}
 `
+
+const bucketSource = bucketLua + `return bucket(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))`
 
 // windowSource is entry.window in Lua, on a sorted set of the allowed
 // requests scored by time. KEYS[1] is the set; ARGV is now and the period in
 // microseconds, the limit, and a member name no other request uses. It
 // returns {allowed, count, reset, retry}.
-const windowSource = `
+const windowLua = `
+local function window(key, now, period, limit, member)
+	local r = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - period))
+	if type(r) == 'table' then
+		redis.call('DEL', key)
+	end
+	local n = redis.call('ZCARD', key)
+	local last = now
+	if n > 0 then
+		last = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+	end
+	if n >= limit then
+		local first = tonumber(redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')[2])
+		return {0, n, last + period - now, first + period - now}
+	end
+	local t = now
+	if last > t then t = last end
+	redis.call('ZADD', key, string.format('%d', t), member)
+	redis.call('PEXPIRE', key, math.ceil((t + period - now) / 1000))
+	return {1, n + 1, t + period - now, 0}
+end
+`
+
+const windowSource = windowLua + `return window(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])`
+
+// seqSource decides KEYS in order, stopping at the first refusal: the
+// meaning of calling the two scripts above one after the other, in one
+// round trip. ARGV is now, then per key "b", emission, tolerance (token
+// bucket) or "w", period, limit, member (sliding window). It returns four
+// numbers per decision made: allowed, count (0 for a bucket), reset, retry.
+const seqSource = bucketLua + windowLua + `
 local now = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local r = redis.pcall('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - period))
-if type(r) == 'table' then
-	redis.call('DEL', KEYS[1])
+local out = {}
+local a = 2
+for i = 1, #KEYS do
+	local r
+	if ARGV[a] == 'b' then
+		r = bucket(KEYS[i], now, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]))
+		r = {r[1], 0, r[2], r[3]}
+		a = a + 3
+	else
+		r = window(KEYS[i], now, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3])
+		a = a + 4
+	end
+	for _, x in ipairs(r) do out[#out + 1] = x end
+	if r[1] == 0 then break end
 end
-local n = redis.call('ZCARD', KEYS[1])
-local last = now
-if n > 0 then
-	last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
-end
-if n >= limit then
-	local first = tonumber(redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')[2])
-	return {0, n, last + period - now, first + period - now}
-end
-local t = now
-if last > t then t = last end
-redis.call('ZADD', KEYS[1], string.format('%d', t), ARGV[4])
-redis.call('PEXPIRE', KEYS[1], math.ceil((t + period - now) / 1000))
-return {1, n + 1, t + period - now, 0}
+return out
 `
 
 // Redis is a Limiter kept in Redis, one node or a Cluster, shared by every
@@ -83,11 +110,15 @@ return {1, n + 1, t + period - now, 0}
 // an expiry, so idle keys vanish: a token bucket's when it is full again, a
 // sliding window's when its newest request leaves the window.
 type Redis struct {
-	client redis.Scripter
-	prefix string
-	now    func() time.Time
-	bucket *redis.Script
-	window *redis.Script
+	client    redis.Scripter
+	prefix    string
+	now       func() time.Time
+	bucket    *redis.Script
+	window    *redis.Script
+	seqScript *redis.Script
+	// cluster: keys of one request may live on different nodes, so
+	// AllowSeq decides them one by one.
+	cluster bool
 
 	// A sliding window's members are this instance's random id and a
 	// counter: unique across instances without drawing randomness per
@@ -105,14 +136,25 @@ func NewRedis(c redis.Scripter, prefix string, now func() time.Time) *Redis {
 	}
 	var id [8]byte
 	rand.Read(id[:])
+	_, cluster := c.(*redis.ClusterClient)
 	return &Redis{
-		client: c,
-		prefix: prefix,
-		now:    now,
-		bucket: redis.NewScript(bucketSource),
-		window: redis.NewScript(windowSource),
-		id:     hex.EncodeToString(id[:]) + ":",
+		client:    c,
+		cluster:   cluster,
+		prefix:    prefix,
+		now:       now,
+		bucket:    redis.NewScript(bucketSource),
+		window:    redis.NewScript(windowSource),
+		seqScript: redis.NewScript(seqSource),
+		id:        hex.EncodeToString(id[:]) + ":",
 	}
+}
+
+// OnCluster tells r that c, an autopipeliner say, talks to a Redis Cluster,
+// whose nodes may hold the keys of one AllowSeq apart: it then decides them
+// one by one. NewRedis sees a *redis.ClusterClient by itself.
+func (r *Redis) OnCluster() *Redis {
+	r.cluster = true
+	return r
 }
 
 // key returns the Redis key holding key's state under policy.
@@ -153,4 +195,48 @@ func (r *Redis) Allow(ctx context.Context, p Policy, key string) (Decision, erro
 		return Decision{}, fmt.Errorf("ratelimit: redis: sliding window script returned %d values, want 4", len(v))
 	}
 	return windowDecision(p, v[0] == 1, int(v[1]), v[2], v[3]), nil
+}
+
+// AllowSeq decides checks in order, as Sequencer says, in one script call:
+// one round trip for all of a request's user-level limits. On a Cluster the
+// keys may live on different nodes, so it decides them one by one.
+func (r *Redis) AllowSeq(ctx context.Context, checks []Check) ([]Decision, error) {
+	if r.cluster || len(checks) == 1 {
+		return sequential(ctx, r, checks)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("ratelimit: redis: %w", err)
+	}
+	keys := make([]string, len(checks))
+	args := make([]any, 1, 1+4*len(checks))
+	args[0] = r.now().UnixMicro()
+	for i, c := range checks {
+		if err := c.Policy.Validate(); err != nil {
+			return nil, err
+		}
+		keys[i] = r.key(c.Policy.Name, c.Key)
+		sp := c.Policy.spans()
+		if c.Policy.Algorithm == TokenBucket {
+			args = append(args, "b", sp.emission, sp.tolerance)
+		} else {
+			args = append(args, "w", sp.period, c.Policy.Limit, r.id+strconv.FormatUint(r.seq.Add(1), 36))
+		}
+	}
+	v, err := r.seqScript.Run(ctx, r.client, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: redis: %w", err)
+	}
+	if len(v) == 0 || len(v)%4 != 0 || len(v)/4 > len(checks) {
+		return nil, fmt.Errorf("ratelimit: redis: sequence script returned %d values for %d checks", len(v), len(checks))
+	}
+	out := make([]Decision, len(v)/4)
+	for i := range out {
+		c, x := checks[i], v[4*i:4*i+4]
+		if c.Policy.Algorithm == TokenBucket {
+			out[i] = bucketDecision(c.Policy, c.Policy.spans(), x[0] == 1, x[2], x[3])
+		} else {
+			out[i] = windowDecision(c.Policy, x[0] == 1, int(x[1]), x[2], x[3])
+		}
+	}
+	return out, nil
 }

@@ -90,6 +90,9 @@ func (b *redisBackend) limiter(t *testing.T, c *clock, prefix string) *Redis {
 		s = ap
 	}
 	r := NewRedis(s, prefix, c.Now)
+	if _, cluster := b.admin.(*redis.ClusterClient); cluster && b.auto {
+		r.OnCluster()
+	}
 	// Registered after the client's Close, so it runs before it.
 	t.Cleanup(func() { testenv.DeleteKeys(t, b.admin, prefix) })
 	return r
