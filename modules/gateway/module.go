@@ -76,9 +76,14 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 	buffers := &bufferPool{}
 	g := &Gateway{signer: d.Signer, observe: d.Observe, log: d.Log, now: now, transport: newTransport(buffers)}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      g.transport,
-		FlushInterval:  -1,
+		Rewrite:   g.rewrite,
+		Transport: g.transport,
+		// 0: a response with a known length goes out in one write.
+		// ReverseProxy still flushes every write of a streamed one
+		// (text/event-stream, or no Content-Length), so SSE and
+		// chunked streams are not held back. -1 cost every response
+		// a separate early flush of its headers on a timer goroutine.
+		FlushInterval:  0,
 		BufferPool:     buffers,
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
