@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -99,12 +100,26 @@ func classify(err error) *fault.Error {
 	return errInternal
 }
 
+// StatusClientClosed is the status logged and counted for a request whose
+// client went away before its answer (nginx's convention); it is never sent.
+const StatusClientClosed = 499
+
 // handleError is the one error handler: it answers every error in the JSON
 // error model and logs the cause of a 500, which the client never sees.
 func (s *Server) handleError(err error, c echo.Context) {
+	id := RequestID(c)
+	if errors.Is(err, context.Canceled) && c.Request().Context().Err() != nil {
+		// The client left before the answer (a load balancer's timeout,
+		// a closed tab): nothing failed here and no one is listening.
+		// Logged and counted as nginx's 499, not as a 500.
+		c.Response().Status = StatusClientClosed
+		if s.opts.Observe != nil {
+			s.opts.Observe(c, StatusClientClosed, "client_closed_request")
+		}
+		return
+	}
 	fe := classify(err)
 	status := Status(fe.Kind)
-	id := RequestID(c)
 	if status >= 500 {
 		s.log.Error("request failed", "request_id", id, "status", status, "error", err.Error())
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,6 +67,10 @@ func testRoutes() []Route {
 		}},
 		{Method: http.MethodGet, Path: "/goerr", Auth: Public, Handle: func(c echo.Context) error {
 			return errors.New("dial tcp 10.0.0.5:5432: password=hunter2 refused")
+		}},
+		{Method: http.MethodGet, Path: "/wait", Auth: Public, Handle: func(c echo.Context) error {
+			<-c.Request().Context().Done() // a handler stopped by its client leaving
+			return fmt.Errorf("waiting: %w", c.Request().Context().Err())
 		}},
 		{Method: http.MethodGet, Path: "/slow", Auth: Public, Handle: func(c echo.Context) error {
 			time.Sleep(20 * time.Millisecond)
@@ -482,5 +487,35 @@ func TestDocumentIsValidOpenAPI(t *testing.T) {
 	}
 	if _, ok := doc.Components.Schemas["createReq"]; !ok {
 		t.Errorf("request schema not in components: %v", doc.Components.Schemas)
+	}
+}
+
+// A client that leaves before its answer is logged as 499, not as a
+// failure: no "request failed" line at error level, no 5xx counted.
+func TestClientClosedRequest(t *testing.T) {
+	var observed []int
+	var mu sync.Mutex
+	s := newTestServer(t, func(o *Options) {
+		o.Observe = func(c echo.Context, status int, code string) {
+			mu.Lock()
+			observed = append(observed, status)
+			mu.Unlock()
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequest(http.MethodGet, "/wait", nil).WithContext(ctx)
+	time.AfterFunc(20*time.Millisecond, cancel)
+	s.ServeHTTP(httptest.NewRecorder(), req)
+	logs := s.logText()
+	if strings.Contains(logs, "request failed") || strings.Contains(logs, `"level":"ERROR"`) {
+		t.Errorf("a client leaving was logged as a failure:\n%s", logs)
+	}
+	if !strings.Contains(logs, `"status":499`) {
+		t.Errorf("the access line does not say 499:\n%s", logs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(observed) != 1 || observed[0] != StatusClientClosed {
+		t.Errorf("observed %v, want [499]", observed)
 	}
 }
