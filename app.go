@@ -291,7 +291,7 @@ func (a *app) Close() error {
 
 // mirrorHotKeys returns the store the modules use. On Redis it is a
 // kv.Mirror of the keys every authenticated request reads: the revocation
-// denylist (auth), the permissions version (rbac) and tenant suspension
+// denylist (auth), the permissions version (rbac) and tenant status
 // (tenant). Those are then answered from memory and still exact across
 // instances (see kv.Mirror). The in-process store is already local, so it
 // is used as it is.
@@ -299,7 +299,7 @@ func mirrorHotKeys(ctx context.Context, store kv.Store, log *slog.Logger) (kv.St
 	if _, ok := store.(*kv.Redis); !ok {
 		return store, nil
 	}
-	m, err := kv.NewMirror(ctx, store, "mirror", log, "deny:", "rbac:version", "tenant:suspended:")
+	m, err := kv.NewMirror(ctx, store, "mirror", log, "deny:", "rbac:version", "tenant:status:")
 	if err != nil {
 		return nil, fmt.Errorf("redis.url: %w", err)
 	}

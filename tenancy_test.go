@@ -338,3 +338,33 @@ func TestMyPermissions(t *testing.T) {
 	}
 	wantRejected(t, w.app.do(t, req{method: "GET", path: "/v1/permissions/mine"}))
 }
+
+// The key-value store only caches a tenant's status: when it loses the key
+// (Redis restarted without persistence), the suspension is read again from
+// the database, never forgotten. On Redis a fresh instance, with no
+// in-process copy, shows it too.
+func TestSuspensionSurvivesALostKey(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t, b)
+			app := startApp(t, cfg)
+			w := newWorldOn(t, app)
+			status := func(s string) tenant.UpdateTenantRequest { return tenant.UpdateTenantRequest{Status: &s} }
+			wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, status("suspended")), 200, "")
+			wantStatus(t, app.me(t, w.member.token), 403, "tenant_suspended")
+			if err := app.kv.Delete(context.Background(), "tenant:status:"+w.acme); err != nil {
+				t.Fatal(err)
+			}
+			check := app
+			if b.redisURL != nil {
+				check = startApp(t, cfg)
+			}
+			wantStatus(t, check.me(t, w.member.token), 403, "tenant_suspended")
+			wantStatus(t, check.me(t, w.member.token), 403, "tenant_suspended")
+			wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, status("active")), 200, "")
+			wantStatus(t, check.me(t, w.member.token), 200, "")
+		})
+	}
+}

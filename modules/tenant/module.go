@@ -8,7 +8,6 @@ package tenant
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -48,13 +47,10 @@ type Module struct {
 	slugs      sync.Map // slug -> id; slugs never change, so no invalidation
 }
 
-// New returns the module, after writing the suspension flags to kv.
+// New returns the module.
 func New(ctx context.Context, d Deps) (*Module, error) {
 	svc := &Service{store: store{db: d.DB}, kv: d.KV, users: d.Users, roles: d.Roles, events: d.Events,
 		now: func() time.Time { return time.Now().UTC() }, plans: d.Plans}
-	if err := svc.syncSuspended(ctx); err != nil {
-		return nil, err
-	}
 	return &Module{svc: svc, kv: d.KV, roles: d.Roles, events: d.Events, baseDomain: strings.ToLower(d.BaseDomain)}, nil
 }
 
@@ -132,7 +128,11 @@ func (m *Module) Resolve(httpx.Route) echo.MiddlewareFunc {
 				m.audit(c, id, "tenant.act_as", audit.Success, named)
 				id.HomeTenantID, id.TenantID = id.TenantID, named
 			}
-			if _, err := m.kv.Get(ctx, suspendedKey(id.TenantID)); err == nil {
+			suspended, err := m.svc.Suspended(ctx, id.TenantID)
+			if err != nil {
+				return err
+			}
+			if suspended {
 				if !super {
 					if super, err = m.roles.IsSuperAdmin(ctx, id.UserID); err != nil {
 						return err
@@ -141,8 +141,6 @@ func (m *Module) Resolve(httpx.Route) echo.MiddlewareFunc {
 				if !super {
 					return ErrTenantSuspended
 				}
-			} else if !errors.Is(err, kv.ErrNotFound) {
-				return err
 			}
 			// Tenant-owned queries take their tenant from here (db.Scoped).
 			c.SetRequest(c.Request().WithContext(db.WithTenant(ctx, id.TenantID)))

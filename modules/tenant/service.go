@@ -59,23 +59,40 @@ var LoginMethods = []string{"password"}
 
 var slugPattern = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// suspendedKey is set in kv while a tenant is suspended, so every instance
-// refuses its members on their next request without a database read.
-func suspendedKey(id string) string { return "tenant:suspended:" + id }
+// statusKey caches a tenant's status, "active" or "suspended", in kv: every
+// authenticated request needs it, and on Redis a kv.Mirror answers it from
+// memory. The database stays the truth: a kv store that lost the key
+// (Redis restarted without persistence, flushed) refills it from there, so
+// a suspension is never forgotten. The expiry only bounds what deleted
+// tenants leave behind.
+func statusKey(id string) string { return "tenant:status:" + id }
 
-// syncSuspended writes the kv flags of suspended tenants: the in-process
-// store starts empty, and Redis may have lost them.
-func (s *Service) syncSuspended(ctx context.Context) error {
-	ids, err := s.store.suspended(ctx)
+const statusTTL = 24 * time.Hour
+
+// Suspended reports whether the tenant is suspended: from kv, else from the
+// database, caching what it read. A tenant that does not exist is not
+// suspended (its members have no permissions anyway).
+func (s *Service) Suspended(ctx context.Context, id string) (bool, error) {
+	v, err := s.kv.Get(ctx, statusKey(id))
+	if err == nil {
+		return string(v) == StatusSuspended, nil
+	}
+	if !errors.Is(err, kv.ErrNotFound) {
+		return false, err
+	}
+	t, err := s.store.byID(ctx, id)
+	if errors.Is(err, fault.ErrNotFound) {
+		return false, nil
+	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	for _, id := range ids {
-		if err := s.kv.Set(ctx, suspendedKey(id), []byte{1}, 0); err != nil {
-			return err
-		}
+	// SetNX: a suspension or resumption that committed after our read
+	// has written its own value (with Set), and that must win.
+	if _, err := s.kv.SetNX(ctx, statusKey(id), []byte(t.Status), statusTTL); err != nil {
+		return false, err
 	}
-	return nil
+	return t.Status == StatusSuspended, nil
 }
 
 // Create makes a tenant.
@@ -160,12 +177,8 @@ func (s *Service) Update(ctx context.Context, actor, id string, name, status, pl
 		return Tenant{}, err
 	}
 	if status != nil && *status != before.Status {
-		if *status == StatusSuspended {
-			err = s.kv.Set(ctx, suspendedKey(id), []byte{1}, 0)
-		} else {
-			err = s.kv.Delete(ctx, suspendedKey(id))
-		}
-		if err != nil {
+		// After the commit, and overwriting: see Suspended.
+		if err := s.kv.Set(ctx, statusKey(id), []byte(*status), statusTTL); err != nil {
 			return Tenant{}, err
 		}
 		if err := s.roles.Invalidate(ctx); err != nil {
