@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"sync"
@@ -120,11 +122,19 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	}
 	a := cfg.Auth
 	slots := bcryptSlots(a.BcryptConcurrency)
+	var bcryptWorker func() *exec.Cmd
+	if a.BcryptProcess {
+		if exe, err := os.Executable(); err == nil {
+			bcryptWorker = func() *exec.Cmd { return exec.Command(exe, "bcrypt-worker") }
+		} else {
+			log.Warn("auth.bcrypt_process: cannot find this program's file; bcrypt runs in this process", "error", err.Error())
+		}
+	}
 	authn, err := auth.New(ctx, auth.Deps{DB: conn, KV: shared, Tokens: tokens, Roles: authz.Service(),
 		Tenants: authTenants{tenants.Service()}, Limits: limits, Log: log, Events: events,
 		CookieSecure: a.CookieSecure, IntrospectClients: a.IntrospectClients,
 		Config: auth.Config{AccessTTL: a.AccessTTL, Leeway: a.Leeway, RefreshTTL: a.RefreshTTL, SessionMaxAge: a.SessionMaxAge,
-			BcryptCost: a.BcryptCost, BcryptConcurrency: slots, LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
+			BcryptCost: a.BcryptCost, BcryptConcurrency: slots, BcryptWorker: bcryptWorker, LockoutThreshold: a.LockoutThreshold, LockoutDuration: a.LockoutDuration,
 			DefaultTenant: a.DefaultTenant, FailDelay: a.FailedLoginDelay}})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
@@ -286,6 +296,7 @@ func (a *app) Close() error {
 	if a.mirror != nil {
 		a.mirror.Close()
 	}
+	a.auth.Service().Close()
 	return errors.Join(a.limiter.Close(), a.audit.Close(ctx))
 }
 

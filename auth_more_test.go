@@ -6,8 +6,12 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/url"
+	"os"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"gatehouse/modules/auth"
@@ -367,4 +371,90 @@ func TestSecretsNeverLogged(t *testing.T) {
 	if strings.Contains(logs, "leak@example.com") && !strings.Contains(logs, "l***@example.com") {
 		t.Error("the failed login's email is not masked")
 	}
+}
+
+// With auth.bcrypt_process (the default outside tests) bcrypt runs in
+// helper processes of this binary: sign-ups and logins work through them,
+// a helper that dies is replaced, and Close stops them.
+func TestBcryptHelperProcess(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[0])
+	cfg.Auth.BcryptProcess = true
+	if runtime.GOOS != "linux" {
+		t.Skip("finds the helpers through /proc")
+	}
+	app := startApp(t, cfg)
+	h := helperPIDs
+	app.register(t, "helper@example.com", "correct horse battery", "")
+	app.login(t, "helper@example.com", "correct horse battery", "")
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "helper@example.com", Password: "wrong horse battery"}}), 401, "invalid_credentials")
+	pids := h()
+	if len(pids) == 0 {
+		t.Fatal("no bcrypt helper process is running")
+	}
+	for _, pid := range pids {
+		if nice := procNice(t, pid); nice != 19 {
+			t.Errorf("helper %d runs at nice %d, want 19", pid, nice)
+		}
+		if p, err := os.FindProcess(pid); err == nil {
+			p.Kill()
+		}
+	}
+	// The dead helper fails its next request; a fresh one takes over.
+	app.login(t, "helper@example.com", "correct horse battery", "")
+	app.login(t, "helper@example.com", "correct horse battery", "")
+	after := h()
+	if len(after) == 0 || slices.Equal(after, pids) {
+		t.Fatalf("helpers before %v, after %v: want a fresh one", pids, after)
+	}
+	app.auth.Service().Close()
+	for _, pid := range after {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("helper %d still runs after Close", pid)
+		}
+	}
+}
+
+// helperPIDs lists this process's children running bcrypt-worker.
+func helperPIDs() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.HasSuffix(string(cmdline), "\x00bcrypt-worker\x00") {
+			continue
+		}
+		if fields := procStat(pid); len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
+			pids = append(pids, pid)
+		}
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name:
+// state, ppid, ...
+func procStat(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+}
+
+// procNice is the nice value of the process's main thread (field 19).
+func procNice(t *testing.T, pid int) int {
+	t.Helper()
+	f := procStat(pid)
+	if len(f) < 17 {
+		t.Fatalf("cannot read /proc/%d/stat", pid)
+	}
+	n, _ := strconv.Atoi(f[16])
+	return n
 }

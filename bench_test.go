@@ -28,8 +28,8 @@ func BenchmarkBcrypt(b *testing.B) {
 }
 
 // BenchmarkLogin is POST /v1/auth/login through the whole app at the
-// default cost, on the embedded default: bcrypt, a session row, a refresh
-// token and a signed access token. Compare its ns/op with BenchmarkBcrypt.
+// default cost, on the embedded default: bcrypt (in a helper process, as
+// serve runs it), a session row, a refresh token and a signed access token. Compare its ns/op with BenchmarkBcrypt.
 func BenchmarkLogin(b *testing.B) {
 	cfg := config.Default()
 	cfg.Auth.FailedLoginDelay = 0

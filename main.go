@@ -38,6 +38,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"gatehouse/modules/auth"
 	"gatehouse/platform/audit"
 	"gatehouse/platform/config"
 	"gatehouse/platform/db"
@@ -90,6 +91,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, extra []httpx.Route) error {
+	if len(args) == 1 && args[0] == "bcrypt-worker" {
+		// The helper process serve starts for bcrypt (auth.bcrypt_process):
+		// no configuration, no output but its answers.
+		return auth.ServeBcryptWorker(os.Stdin, stdout)
+	}
 	fset := flag.NewFlagSet("gatehouse", flag.ContinueOnError)
 	fset.SetOutput(io.Discard) // run prints the one usage text
 	configPath := fset.String("config", getenv("GATEHOUSE_CONFIG"), "configuration file")

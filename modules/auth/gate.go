@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"runtime"
 	"sync"
 	"time"
@@ -163,6 +165,12 @@ type hasher struct {
 	cost  int
 	once  sync.Once
 	dummy []byte
+	// procs, when set, runs compare and hash in helper processes (see
+	// worker.go); the gate then serves only as the fallback should a
+	// helper fail to start or die, which is logged once.
+	procs    *helpers
+	log      *slog.Logger
+	fellBack sync.Once
 }
 
 // dummyHash is made once, on a worker like any bcrypt work, in the
@@ -187,6 +195,13 @@ func (h *hasher) compare(ctx context.Context, hash []byte, password string) (boo
 	if hash == nil {
 		hash = h.dummyHash()
 	}
+	if h.procs != nil {
+		status, _, err := h.procs.do(ctx, 'C', 0, hash, []byte(password))
+		if err == nil || ctx.Err() != nil {
+			return status == 1, err
+		}
+		h.fallBack(err)
+	}
 	var ok bool
 	if err := h.gate.do(ctx, func() { ok = bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil }); err != nil {
 		return false, err
@@ -196,10 +211,26 @@ func (h *hasher) compare(ctx context.Context, hash []byte, password string) (boo
 
 // hash returns the bcrypt hash of password.
 func (h *hasher) hash(ctx context.Context, password string) ([]byte, error) {
+	if h.procs != nil {
+		status, out, err := h.procs.do(ctx, 'H', h.cost, nil, []byte(password))
+		if err == nil && status != 1 {
+			err = errors.New("bcrypt worker: hashing failed")
+		}
+		if err == nil || ctx.Err() != nil {
+			return out, err
+		}
+		h.fallBack(err)
+	}
 	var out []byte
 	var herr error
 	if err := h.gate.do(ctx, func() { out, herr = bcrypt.GenerateFromPassword([]byte(password), h.cost) }); err != nil {
 		return nil, err
 	}
 	return out, herr
+}
+
+func (h *hasher) fallBack(err error) {
+	h.fellBack.Do(func() {
+		h.log.Error("bcrypt helper process failed; bcrypt runs in this process instead", "error", err.Error())
+	})
 }

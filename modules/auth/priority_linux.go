@@ -2,7 +2,12 @@
 
 package auth
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
 
 // lowerThreadPriority sets the calling OS thread (not the whole process)
 // to nice 19. The scheduler then gives it CPU only when threads at the
@@ -18,4 +23,21 @@ func lowerThreadPriority() bool {
 	}
 	_ = unix.Setpriority(unix.PRIO_PROCESS, tid, 19)
 	return true
+}
+
+// lowerProcessPriority sets every thread of this process to nice 19: the
+// bcrypt helper process. Linux keeps a nice value per thread, and threads
+// made later inherit their creator's, so the ones that exist now are all
+// that need it.
+func lowerProcessPriority() {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		_ = unix.Setpriority(unix.PRIO_PROCESS, 0, 19)
+		return
+	}
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			_ = unix.Setpriority(unix.PRIO_PROCESS, tid, 19)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,9 +36,12 @@ type Config struct {
 	BcryptCost    int
 	// BcryptConcurrency bounds bcrypt computations running at once.
 	BcryptConcurrency int
-	LockoutThreshold  int
-	LockoutDuration   time.Duration
-	DefaultTenant     string
+	// BcryptWorker, when set, builds the command of a helper process
+	// that runs bcrypt (ServeBcryptWorker); nil runs it in this process.
+	BcryptWorker     func() *exec.Cmd
+	LockoutThreshold int
+	LockoutDuration  time.Duration
+	DefaultTenant    string
 	// FailDelay is the first of the growing delays put on failed logins
 	// before the lockout; it doubles with each failure. 0 in tests.
 	FailDelay time.Duration
@@ -88,10 +92,20 @@ type Service struct {
 }
 
 func newService(st store, tenants Tenants, roles Roles, limits Limits, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
-	h := &hasher{gate: newGate(cfg.BcryptConcurrency), cost: cfg.BcryptCost}
+	h := &hasher{gate: newGate(cfg.BcryptConcurrency), cost: cfg.BcryptCost, log: log}
+	if cfg.BcryptWorker != nil {
+		h.procs = newHelpers(cfg.BcryptConcurrency, cfg.BcryptWorker)
+	}
 	h.warm()
 	return &Service{store: st, tenants: tenants, roles: roles, limits: limits, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
 		now: func() time.Time { return time.Now().UTC() }, hasher: h}, nil
+}
+
+// Close stops the idle bcrypt helper processes.
+func (s *Service) Close() {
+	if s.hasher.procs != nil {
+		s.hasher.procs.close()
+	}
 }
 
 // normalizeEmail trims and lower-cases an email, and checks its form.

@@ -173,6 +173,7 @@ type Auth struct {
 	SessionMaxAge     time.Duration `yaml:"session_max_age"`
 	BcryptCost        int           `yaml:"bcrypt_cost"`
 	BcryptConcurrency int           `yaml:"bcrypt_concurrency"`
+	BcryptProcess     bool          `yaml:"bcrypt_process"`
 	LockoutThreshold  int           `yaml:"lockout_threshold"`
 	LockoutDuration   time.Duration `yaml:"lockout_duration"`
 	FailedLoginDelay  time.Duration `yaml:"failed_login_delay"`
@@ -238,6 +239,7 @@ func Default() Config {
 			SessionMaxAge:     90 * 24 * time.Hour,
 			BcryptCost:        12,
 			BcryptConcurrency: 0,
+			BcryptProcess:     true,
 			LockoutThreshold:  5,
 			LockoutDuration:   15 * time.Minute,
 			FailedLoginDelay:  200 * time.Millisecond,
