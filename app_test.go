@@ -47,7 +47,7 @@ func testConfig(t testing.TB, b backend) config.Config {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Auth.BcryptCost = config.MinBcryptCost // tests make many hashes
-	cfg.Auth.BcryptProcess = false // in process; TestBcryptHelperProcess covers the helpers
+	cfg.Auth.BcryptProcess = false             // in process; TestBcryptHelperProcess covers the helpers
 	cfg.Auth.FailedLoginDelay = 0
 	cfg.Auth.CookieSecure = false
 	// Tests that are not about limits must not hit them.
