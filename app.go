@@ -125,7 +125,11 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	var bcryptWorker func() *exec.Cmd
 	if a.BcryptProcess {
 		if exe, err := os.Executable(); err == nil {
-			bcryptWorker = func() *exec.Cmd { return exec.Command(exe, "bcrypt-worker") }
+			bcryptWorker = func() *exec.Cmd {
+				cmd := exec.Command(exe, "bcrypt-worker")
+				cmd.Env = []string{} // it needs none of our settings or secrets
+				return cmd
+			}
 		} else {
 			log.Warn("auth.bcrypt_process: cannot find this program's file; bcrypt runs in this process", "error", err.Error())
 		}
