@@ -196,3 +196,35 @@ func TestAuthenticatedRequestRedisCommands(t *testing.T) {
 		t.Fatalf("%d requests sent %v; want exactly %d evalsha", n, h.names, n)
 	}
 }
+
+// A key-value store that lost the denylist (Redis restarted without
+// persistence, or the in-process store of a restarted server) must not let
+// revoked sessions' tokens back in: the denylist is rebuilt from the
+// database before any token is trusted. On Redis a fresh instance, with no
+// in-process copies, checks it.
+func TestDenylistSurvivesALostStore(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t, b)
+			app := startApp(t, cfg)
+			app.register(t, "lost@example.com", "correct horse battery", "")
+			revoked := app.login(t, "lost@example.com", "correct horse battery", "").AccessToken
+			kept := app.login(t, "lost@example.com", "correct horse battery", "").AccessToken
+			wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: revoked}), 204, "")
+			wantRejected(t, app.me(t, revoked))
+			// The store loses every denylist key.
+			if err := app.kv.Delete(context.Background(), "deny:sid:"+claim(t, revoked, "sid"),
+				"deny:jti:"+claim(t, revoked, "jti"), "deny:epoch"); err != nil {
+				t.Fatal(err)
+			}
+			check := app
+			if b.redisURL != nil {
+				check = startApp(t, cfg)
+			}
+			wantRejected(t, check.me(t, revoked))
+			wantStatus(t, check.me(t, kept), 200, "")
+		})
+	}
+}

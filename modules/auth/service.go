@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -89,6 +90,9 @@ type Service struct {
 	// compared against when the email is unknown, so that an unknown email
 	// costs the same bcrypt time as a wrong password.
 	hasher *hasher
+	// rebuildMu lets one request rebuild the denylist while the others
+	// wait for it (see denylistReady).
+	rebuildMu sync.Mutex
 }
 
 func newService(st store, tenants Tenants, roles Roles, limits Limits, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
@@ -469,6 +473,43 @@ func (s *Service) denyToken(ctx context.Context, id *httpx.Identity) error {
 	return s.kv.Set(ctx, "deny:jti:"+id.TokenID, []byte{1}, ttl)
 }
 
+// denyEpochKey marks a key-value store that holds the whole denylist. A
+// store that lost its keys lacks it: Redis restarted without persistence
+// or flushed, or the in-process store of a server that restarted. Until the
+// denylist is rebuilt, a token of a session revoked before the loss would
+// pass; so the first request that finds the marker missing rebuilds it from
+// the sessions revoked in the database within an access token's lifetime,
+// before any token is trusted. (jti denials come with a revoked session.)
+const denyEpochKey = "deny:epoch"
+
+func (s *Service) denylistReady(ctx context.Context) error {
+	if _, err := s.kv.Get(ctx, denyEpochKey); err == nil {
+		return nil
+	} else if !errors.Is(err, kv.ErrNotFound) {
+		return err
+	}
+	s.rebuildMu.Lock()
+	defer s.rebuildMu.Unlock()
+	if _, err := s.kv.Get(ctx, denyEpochKey); err == nil {
+		return nil // rebuilt while this request waited
+	}
+	window := s.cfg.AccessTTL + s.cfg.Leeway
+	now := s.now()
+	revoked, err := s.store.revokedSince(ctx, now.Add(-window))
+	if err != nil {
+		return err
+	}
+	for _, r := range revoked {
+		if ttl := r.RevokedAt.Add(window).Sub(now); ttl > 0 {
+			if err := s.kv.Set(ctx, "deny:sid:"+r.ID, []byte{1}, ttl); err != nil {
+				return err
+			}
+		}
+	}
+	s.log.InfoContext(ctx, "access-token denylist rebuilt from the database", "revoked_sessions", len(revoked))
+	return s.kv.Set(ctx, denyEpochKey, []byte(now.Format(time.RFC3339)), 0)
+}
+
 // Authenticate verifies an access token and checks that neither its
 // session nor the token itself has been revoked.
 func (s *Service) Authenticate(ctx context.Context, raw string) (*httpx.Identity, error) {
@@ -483,6 +524,9 @@ func (s *Service) Authenticate(ctx context.Context, raw string) (*httpx.Identity
 func (s *Service) verify(ctx context.Context, raw string) (*token.Claims, error) {
 	c, err := s.tokens.Verify(ctx, raw)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.denylistReady(ctx); err != nil {
 		return nil, err
 	}
 	// Both revocations, the session's and the token's, in one round trip.

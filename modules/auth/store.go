@@ -127,6 +127,13 @@ func (s store) revokeSessions(ctx context.Context, userID string, reason string,
 	return ids, err
 }
 
+// revokedSince lists the sessions revoked after since, with when.
+func (s store) revokedSince(ctx context.Context, since time.Time) ([]Session, error) {
+	var out []Session
+	err := s.conn(ctx).Select("id", "revoked_at").Where("revoked_at > ?", since).Find(&out).Error
+	return out, db.Translate(err)
+}
+
 // liveSessions lists the user's sessions that are neither revoked nor over.
 func (s store) liveSessions(ctx context.Context, userID string, now time.Time) ([]Session, error) {
 	var out []Session
