@@ -421,9 +421,8 @@ type limiterCloser interface {
 }
 
 // nopClose is the Redis limiter, with nothing to stop (Redis keeps the
-// state). It embeds the concrete type, so that the enforcer sees it is a
-// ratelimit.Sequencer too.
-type nopClose struct{ *ratelimit.Redis }
+// state).
+type nopClose struct{ ratelimit.Limiter }
 
 func (nopClose) Close() error { return nil }
 

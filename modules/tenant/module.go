@@ -40,7 +40,6 @@ type Deps struct {
 // Module serves /v1/tenants and the tenant slot.
 type Module struct {
 	svc        *Service
-	kv         kv.Store
 	roles      Roles
 	events     audit.Recorder
 	baseDomain string
@@ -51,7 +50,7 @@ type Module struct {
 func New(ctx context.Context, d Deps) (*Module, error) {
 	svc := &Service{store: store{db: d.DB}, kv: d.KV, users: d.Users, roles: d.Roles, events: d.Events,
 		now: func() time.Time { return time.Now().UTC() }, plans: d.Plans}
-	return &Module{svc: svc, kv: d.KV, roles: d.Roles, events: d.Events, baseDomain: strings.ToLower(d.BaseDomain)}, nil
+	return &Module{svc: svc, roles: d.Roles, events: d.Events, baseDomain: strings.ToLower(d.BaseDomain)}, nil
 }
 
 // Service returns the module's service, for other modules' adapters.
@@ -128,7 +127,7 @@ func (m *Module) Resolve(httpx.Route) echo.MiddlewareFunc {
 				m.audit(c, id, "tenant.act_as", audit.Success, named)
 				id.HomeTenantID, id.TenantID = id.TenantID, named
 			}
-			suspended, err := m.svc.Suspended(ctx, id.TenantID)
+			suspended, err := m.svc.suspended(ctx, id.TenantID)
 			if err != nil {
 				return err
 			}

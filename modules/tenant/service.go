@@ -69,10 +69,10 @@ func statusKey(id string) string { return "tenant:status:" + id }
 
 const statusTTL = 24 * time.Hour
 
-// Suspended reports whether the tenant is suspended: from kv, else from the
+// suspended reports whether the tenant is suspended: from kv, else from the
 // database, caching what it read. A tenant that does not exist is not
 // suspended (its members have no permissions anyway).
-func (s *Service) Suspended(ctx context.Context, id string) (bool, error) {
+func (s *Service) suspended(ctx context.Context, id string) (bool, error) {
 	v, err := s.kv.Get(ctx, statusKey(id))
 	if err == nil {
 		return string(v) == StatusSuspended, nil
@@ -177,7 +177,7 @@ func (s *Service) Update(ctx context.Context, actor, id string, name, status, pl
 		return Tenant{}, err
 	}
 	if status != nil && *status != before.Status {
-		// After the commit, and overwriting: see Suspended.
+		// After the commit, and overwriting: see suspended.
 		if err := s.kv.Set(ctx, statusKey(id), []byte(*status), statusTTL); err != nil {
 			return Tenant{}, err
 		}

@@ -171,13 +171,16 @@ func (m *Mirror) ack(e Event) {
 	}
 }
 
-func (m *Mirror) mirrored(key string) bool {
+func (m *Mirror) mirrored(key string) bool { return m.prefixOf(key) != "" }
+
+// prefixOf returns the prefix that makes key mirrored, or "".
+func (m *Mirror) prefixOf(key string) string {
 	for _, p := range m.prefixes {
 		if strings.HasPrefix(key, p) {
-			return true
+			return p
 		}
 	}
-	return false
+	return ""
 }
 
 func (m *Mirror) drop(keys ...string) {
@@ -269,15 +272,6 @@ func (m *Mirror) announce(ctx context.Context, key string) error {
 		}
 	}
 	return nil
-}
-
-func (m *Mirror) prefixOf(key string) string {
-	for _, p := range m.prefixes {
-		if strings.HasPrefix(key, p) {
-			return p
-		}
-	}
-	return ""
 }
 
 // Get answers from the copy of a mirrored key when it can; the returned

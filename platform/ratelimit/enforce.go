@@ -259,30 +259,15 @@ func (e *Enforcer) Check(ctx context.Context, policy, key string) error {
 }
 
 // decideAll decides the rules of one slot in order, stopping at the first
-// refusal, in one step when the limiter is a Sequencer (one Redis round
-// trip for all of them). It returns the decisions made.
+// refusal, in one step (one Redis round trip for all of them). It returns
+// the decisions made.
 func (e *Enforcer) decideAll(ctx context.Context, rules []Rule, key func(Rule) string) ([]Decision, error) {
-	seq, ok := e.limiter.(Sequencer)
-	if !ok || len(rules) == 1 {
-		out := make([]Decision, 0, len(rules))
-		for _, rule := range rules {
-			d, err := e.decide(ctx, rule, key(rule))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, d)
-			if !d.Allowed {
-				break
-			}
-		}
-		return out, nil
-	}
 	checks := make([]Check, len(rules))
 	for i, rule := range rules {
 		k := key(rule)
 		checks[i] = Check{Policy: e.policy(ctx, rule, k), Key: k}
 	}
-	ds, err := seq.AllowSeq(ctx, checks)
+	ds, err := e.limiter.AllowSeq(ctx, checks)
 	if err != nil {
 		// Nothing was decided: each rule's on_error applies, in order.
 		out := make([]Decision, 0, len(rules))

@@ -220,7 +220,7 @@ func (e *entry) push(t int64, limit int) {
 	e.n++
 }
 
-// AllowSeq decides checks one after the other; see Sequencer.
+// AllowSeq decides checks one after the other; see Limiter.
 func (m *Memory) AllowSeq(ctx context.Context, checks []Check) ([]Decision, error) {
 	return sequential(ctx, m, checks)
 }

@@ -161,21 +161,19 @@ type Limiter interface {
 	// which case nothing is decided and the caller applies the policy's
 	// choice for when the limiter fails.
 	Allow(ctx context.Context, p Policy, key string) (Decision, error)
+
+	// AllowSeq decides several checks as if one after the other: in order,
+	// each allowed one counted, and the first refusal ending the sequence
+	// (the checks after it are neither decided nor counted). It returns
+	// the decisions made, the last being the refusal if there was one.
+	// Redis makes it one round trip.
+	AllowSeq(ctx context.Context, checks []Check) ([]Decision, error)
 }
 
 // A Check is one decision of a sequence: a policy and the key it counts.
 type Check struct {
 	Policy Policy
 	Key    string
-}
-
-// Sequencer decides several checks as if one after the other: in order,
-// each allowed one counted, and the first refusal ending the sequence (the
-// checks after it are neither decided nor counted). It returns the
-// decisions made, the last being the refusal if there was one. The
-// limiters here implement it; Redis makes it one round trip.
-type Sequencer interface {
-	AllowSeq(ctx context.Context, checks []Check) ([]Decision, error)
 }
 
 // sequential is AllowSeq by calling Allow for each check in turn.

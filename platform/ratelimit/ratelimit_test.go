@@ -100,13 +100,12 @@ func runContract(t *testing.T, open newLimiter) {
 	t.Run("SequenceStopsAtFirstRefusal", func(t *testing.T) {
 		t.Parallel()
 		l := open(t, newClock(), newPrefix())
-		seq := l.(Sequencer)
 		one := Policy{Name: "one", Algorithm: TokenBucket, Limit: 1, Period: time.Hour}
 		five := Policy{Name: "five", Algorithm: SlidingWindow, Limit: 5, Period: time.Hour}
 		bucket := Policy{Name: "bucket", Algorithm: TokenBucket, Limit: 5, Period: time.Hour}
 		decide := func(checks ...Check) []Decision {
 			t.Helper()
-			ds, err := seq.AllowSeq(t.Context(), checks)
+			ds, err := l.AllowSeq(t.Context(), checks)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -134,7 +133,6 @@ func runContract(t *testing.T, open newLimiter) {
 	t.Run("SequenceExactUnderConcurrency", func(t *testing.T) {
 		t.Parallel()
 		l := open(t, newClock(), newPrefix())
-		seq := l.(Sequencer)
 		first := Policy{Name: "first", Algorithm: TokenBucket, Limit: 50, Period: time.Hour}
 		second := Policy{Name: "second", Algorithm: SlidingWindow, Limit: 1000, Period: time.Hour}
 		var passed atomic.Int64
@@ -143,7 +141,7 @@ func runContract(t *testing.T, open newLimiter) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ds, err := seq.AllowSeq(context.Background(), []Check{{first, "u"}, {second, "t"}})
+				ds, err := l.AllowSeq(context.Background(), []Check{{first, "u"}, {second, "t"}})
 				if err != nil {
 					t.Error(err)
 					return

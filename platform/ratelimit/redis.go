@@ -197,7 +197,7 @@ func (r *Redis) Allow(ctx context.Context, p Policy, key string) (Decision, erro
 	return windowDecision(p, v[0] == 1, int(v[1]), v[2], v[3]), nil
 }
 
-// AllowSeq decides checks in order, as Sequencer says, in one script call:
+// AllowSeq decides checks in order, as Limiter says, in one script call:
 // one round trip for all of a request's user-level limits. On a Cluster the
 // keys may live on different nodes, so it decides them one by one.
 func (r *Redis) AllowSeq(ctx context.Context, checks []Check) ([]Decision, error) {
