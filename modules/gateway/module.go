@@ -33,7 +33,7 @@ import (
 type Gateway struct {
 	routes    []*route
 	proxy     *httputil.ReverseProxy
-	transport *http.Transport
+	transport *direct
 	signer    Signer
 	observe   func(route string, d time.Duration, outcome string)
 	log       *slog.Logger
@@ -132,16 +132,17 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 }
 
 // newTransport returns the one transport every route shares, so idle
-// connections to an upstream are reused across requests and routes. It
-// speaks HTTP/1.1 only, which WebSocket upgrades need. It leaves
-// Accept-Encoding to the client, so bodies pass through as the upstream
-// sent them, and ignores the proxy environment variables: upstreams are
-// reached directly. The route's timeout is enforced per request, by the
-// handler, up to the response headers. Its connections copy request
-// bodies with the proxy's pooled buffers.
-func newTransport(buffers httputil.BufferPool) *http.Transport {
+// connections to an upstream are reused across requests and routes: the
+// direct path (transport.go) in front of an http.Transport. It speaks
+// HTTP/1.1 only, which WebSocket upgrades need. It leaves Accept-Encoding
+// to the client, so bodies pass through as the upstream sent them, and
+// ignores the proxy environment variables: upstreams are reached
+// directly. The route's timeout is enforced per request, by the handler,
+// up to the response headers. The http.Transport's connections copy
+// request bodies with the proxy's pooled buffers.
+func newTransport(buffers httputil.BufferPool) *direct {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Transport{
+	return newDirect(&http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
 			if err != nil {
@@ -155,7 +156,10 @@ func newTransport(buffers httputil.BufferPool) *http.Transport {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
-	}
+		// An upstream's headers are bounded on both paths: 1 MiB is far
+		// beyond any real response's, and a tenth of the default.
+		MaxResponseHeaderBytes: 1 << 20,
+	}, dialer.DialContext)
 }
 
 // Routes declares one route per method for each proxied prefix and one
@@ -183,7 +187,7 @@ func (g *Gateway) Close() {
 	g.closeOnce.Do(func() {
 		g.stop()
 		g.checkers.Wait()
-		g.transport.CloseIdleConnections()
+		g.transport.Close()
 	})
 }
 
