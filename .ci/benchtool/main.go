@@ -5,6 +5,8 @@
 // pieces that are clumsy in bash. It is not part of the gatehouse binary.
 //
 //	benchtool bare ADDR                       bare Echo: GET /v1/auth/me and /v1/permissions/mine -> {"id":"x"}
+//	benchtool bare --shaped ADDR              the same, answering with Gatehouse's response headers and
+//	                                          server timeouts (a reference: what that shape costs alone)
 //	benchtool upstream ADDR                   net/http answering "ok" to everything
 //	benchtool config SRC DST [--relax-limits] [path=value ...]
 //	                                          copy a gatehouse.yaml, changing keys
@@ -32,6 +34,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -49,8 +52,12 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "bare":
+		shaped := len(args) == 2 && args[0] == "--shaped"
+		if shaped {
+			args = args[1:]
+		}
 		need(args, 1)
-		err = bare(args[0])
+		err = bare(args[0], shaped)
 	case "upstream":
 		need(args, 1)
 		err = upstream(args[0])
@@ -106,16 +113,52 @@ func need(args []string, n int) {
 // bare is the baseline: Echo with one route doing the same shape of work as
 // the protected route's handler (a small JSON object), and nothing else: no
 // middleware, no logger, no recover.
-func bare(addr string) error {
+//
+// shaped makes a reference, not a baseline: the same handler also sets the
+// response headers Gatehouse must send on a protected route (security
+// headers, request id, both rate-limit trios; values as Gatehouse sends
+// them) and the server gets Gatehouse's default timeouts. What it loses
+// against bare Echo is what that response shape costs before any of the
+// chain's work.
+func bare(addr string, shaped bool) error {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
 	h := func(c echo.Context) error {
+		if shaped {
+			hd := c.Response().Header()
+			for k, v := range shapedHeaders {
+				hd[k] = []string{v}
+			}
+			hd["X-Request-Id"] = []string{fmt.Sprintf("01a20498-696b-7bcc-8529-%012x", time.Now().UnixNano()&0xffffffffffff)}
+			hd["X-Ratelimit-Reset"] = []string{strconv.FormatInt(time.Now().Unix()+1, 10)}
+		}
 		return c.JSON(http.StatusOK, map[string]string{"id": "x"})
 	}
 	e.GET("/v1/auth/me", h)
 	e.GET("/v1/permissions/mine", h)
-	return e.Start(addr)
+	if !shaped {
+		return e.Start(addr)
+	}
+	srv := &http.Server{Addr: addr, Handler: e, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	return srv.ListenAndServe()
+}
+
+// shapedHeaders are Gatehouse's fixed response headers on a protected JSON
+// route (configs/gatehouse.yaml defaults, plain HTTP so no HSTS).
+var shapedHeaders = map[string]string{
+	"Cache-Control":              "no-store",
+	"Content-Security-Policy":    "default-src 'none'; frame-ancestors 'none'",
+	"Cross-Origin-Opener-Policy": "same-origin",
+	"Referrer-Policy":            "no-referrer",
+	"X-Content-Type-Options":     "nosniff",
+	"X-Frame-Options":            "DENY",
+	"Ratelimit-Limit":            "1000000",
+	"Ratelimit-Remaining":        "999999",
+	"Ratelimit-Reset":            "1",
+	"X-Ratelimit-Limit":          "1000000",
+	"X-Ratelimit-Remaining":      "999999",
 }
 
 // upstream is the service behind both gateways: as cheap as possible, so the
@@ -470,9 +513,13 @@ func report(file string) error {
 	if err != nil {
 		return err
 	}
+	// A scenario measured in several rounds (the same id on several run
+	// lines) is shown by its medians: req/s, p50 and p99 each the median
+	// of its rounds, so one disturbed round moves nothing.
 	type run struct {
-		label string
-		r     wrkResult
+		label  string
+		rounds []wrkResult
+		r      wrkResult
 	}
 	runs := map[string]*run{}
 	var order []string
@@ -486,8 +533,11 @@ func report(file string) error {
 			if err != nil {
 				return err
 			}
-			runs[f[1]] = &run{f[2], r}
-			order = append(order, f[1])
+			if runs[f[1]] == nil {
+				runs[f[1]] = &run{label: f[2]}
+				order = append(order, f[1])
+			}
+			runs[f[1]].rounds = append(runs[f[1]].rounds, r)
 		case f[0] == "check" && len(f) == 6:
 			checks[f[1]] = append(checks[f[1]], f[2:])
 		case f[0] == "value" && len(f) == 6:
@@ -498,6 +548,11 @@ func report(file string) error {
 		default:
 			return fmt.Errorf("%s: bad line %q", file, line)
 		}
+	}
+	for _, r := range runs {
+		r.r = wrkResult{RPS: median(r.rounds, func(w wrkResult) float64 { return w.RPS }),
+			P50: median(r.rounds, func(w wrkResult) float64 { return w.P50 }),
+			P99: median(r.rounds, func(w wrkResult) float64 { return w.P99 })}
 	}
 	isBase := map[string]bool{}
 	for _, cs := range checks {
@@ -516,17 +571,25 @@ func report(file string) error {
 		return "MISSED"
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\treq/s\tp50\tp99\tratio\tbaseline\ttarget\tverdict\t")
+	fmt.Fprintln(tw, "scenario\treq/s\tp50\tp99\tratio\tbaseline\ttarget\tverdict\trounds (req/s)\t")
 	for _, id := range order {
 		r := runs[id]
 		cols := fmt.Sprintf("%s\t%.0f\t%s\t%s", r.label, r.r.RPS, fmtLat(r.r.P50), fmtLat(r.r.P99))
+		var each []string
+		for _, w := range r.rounds {
+			each = append(each, fmt.Sprintf("%.0f", w.RPS))
+		}
+		rounds := ""
+		if len(each) > 1 {
+			rounds = strings.Join(each, " / ")
+		}
 		cs := checks[id]
 		if len(cs) == 0 {
 			role := "-"
 			if isBase[id] {
 				role = "(baseline)"
 			}
-			fmt.Fprintf(tw, "%s\t-\t%s\t-\t\t\n", cols, role)
+			fmt.Fprintf(tw, "%s\t-\t%s\t-\t\t%s\t\n", cols, role, rounds)
 		}
 		for i, c := range cs {
 			kind, baseID, op, tgt := c[0], c[1], c[2], c[3]
@@ -542,10 +605,10 @@ func report(file string) error {
 				ratio = r.r.P99 / base.r.P99
 			}
 			if i > 0 {
-				cols = "\t\t\t"
+				cols, rounds = "\t\t\t", ""
 			}
 			name := map[string]string{"rps": "req/s", "p99": "p99"}[kind]
-			fmt.Fprintf(tw, "%s\t%s %.2fx\t%s\t%s %sx\t%s\t\n", cols, name, ratio, base.label, op, tgt, verdict(ratio, op, target))
+			fmt.Fprintf(tw, "%s\t%s %.2fx\t%s\t%s %sx\t%s\t%s\t\n", cols, name, ratio, base.label, op, tgt, verdict(ratio, op, target), rounds)
 		}
 	}
 	for _, v := range values {
@@ -556,7 +619,7 @@ func report(file string) error {
 			t, _ := strconv.ParseFloat(tgt, 64)
 			ver, target = verdict(n, op, t), op+" "+tgt+" "+unit
 		}
-		fmt.Fprintf(tw, "%s\t\t\t\t%s %s\t\t%s\t%s\t\n", label, num, unit, target, ver)
+		fmt.Fprintf(tw, "%s\t\t\t\t%s %s\t\t%s\t%s\t\t\n", label, num, unit, target, ver)
 	}
 	tw.Flush()
 	if len(notes) > 0 {
@@ -569,4 +632,19 @@ func report(file string) error {
 		fmt.Printf("\ntargets: %d checked, %d met, %d missed\n", checked, checked-missed, missed)
 	}
 	return nil
+}
+
+// median of f over rs: the middle value, or the mean of the two middle
+// ones.
+func median(rs []wrkResult, f func(wrkResult) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	sort.Float64s(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
 }
