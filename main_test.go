@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -147,6 +148,22 @@ func runCmd(t *testing.T, env map[string]string, args ...string) (int, string, s
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), args, func(k string) string { return env[k] }, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
+}
+
+// The binary collects at GOGC=200 unless GOGC is in the environment, which
+// then decides (the runtime has already read it).
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for _, c := range []struct {
+		env  string
+		want int
+	}{{"", 200}, {"50", 100}, {"off", 100}} {
+		debug.SetGCPercent(100)
+		tuneGC(func(k string) string { return map[string]string{"GOGC": c.env}[k] })
+		if got := debug.SetGCPercent(100); got != c.want {
+			t.Errorf("GOGC=%q: the collector runs at %d, want %d", c.env, got, c.want)
+		}
+	}
 }
 
 func TestCommandLine(t *testing.T) {
