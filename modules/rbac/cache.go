@@ -79,23 +79,25 @@ func newMemo(max int, maxAge time.Duration) *memo {
 
 // get returns the grants filed for k under version, if fresh. It allocates
 // nothing: the string(version) comparison is done in place.
-func (m *memo) get(k memoKey, version []byte, now time.Time) (Grants, bool) {
+// get reads the clock with time.Since, which reads only the monotonic clock
+// (at comes from time.Now): half the cost of time.Now, on every request.
+func (m *memo) get(k memoKey, version []byte) (Grants, bool) {
 	m.mu.RLock()
 	e, ok := m.m[k]
 	m.mu.RUnlock()
-	if !ok || e.version != string(version) || now.Sub(e.at) > m.maxAge {
+	if !ok || e.version != string(version) || time.Since(e.at) > m.maxAge {
 		return Grants{}, false
 	}
 	return e.grants, true
 }
 
-func (m *memo) put(k memoKey, version string, g Grants, now time.Time) {
+func (m *memo) put(k memoKey, version string, g Grants, at time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.m[k]; !ok && len(m.m) >= m.max {
 		clear(m.m)
 	}
-	m.m[k] = memoEntry{version: version, at: now, grants: g}
+	m.m[k] = memoEntry{version: version, at: at, grants: g}
 }
 
 func (m *memo) reset() {
@@ -158,10 +160,11 @@ func (s *Service) bump(ctx context.Context) error {
 // on the way back.
 func (s *Service) grants(ctx context.Context, version []byte, tenantID, userID string) (Grants, error) {
 	k := memoKey{tenantID, userID}
-	now := time.Now()
-	if g, ok := s.memo.get(k, version, now); ok {
+	if g, ok := s.memo.get(k, version); ok {
 		return g, nil
 	}
+	// Read before the grants, so that their age counts from then.
+	now := time.Now()
 	v := string(version)
 	key := grantsKeyPrefix + v + ":" + tenantID + ":" + userID
 	if b, err := s.kv.Get(ctx, key); err == nil {

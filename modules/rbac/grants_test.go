@@ -139,16 +139,17 @@ func TestMemoBound(t *testing.T) {
 	if m.len() != 1 {
 		t.Fatalf("past the bound: len %d, want 1 (dropped, then d)", m.len())
 	}
-	if _, ok := m.get(memoKey{"t", "d"}, []byte("1"), now); !ok {
+	if _, ok := m.get(memoKey{"t", "d"}, []byte("1")); !ok {
 		t.Error("d is missing")
 	}
-	if _, ok := m.get(memoKey{"t", "a"}, []byte("1"), now); ok {
+	if _, ok := m.get(memoKey{"t", "a"}, []byte("1")); ok {
 		t.Error("a survived the drop")
 	}
-	if _, ok := m.get(memoKey{"t", "d"}, []byte("2"), now); ok {
+	if _, ok := m.get(memoKey{"t", "d"}, []byte("2")); ok {
 		t.Error("an entry answered for another version")
 	}
-	if _, ok := m.get(memoKey{"t", "d"}, []byte("1"), now.Add(2*time.Minute)); ok {
+	m.put(memoKey{"t", "d"}, "1", g, now.Add(-2*time.Minute))
+	if _, ok := m.get(memoKey{"t", "d"}, []byte("1")); ok {
 		t.Error("an entry answered past its age")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -276,9 +277,14 @@ func TestRequestID(t *testing.T) {
 			}
 		})
 	}
-	a, b := newRequestID(), newRequestID()
+	now := time.Now()
+	a, b := newRequestID(now), newRequestID(now)
 	if a == b {
 		t.Errorf("two ids are equal: %s", a)
+	}
+	// UUIDv7: the first 48 bits are the arrival time in Unix milliseconds.
+	if ms, err := strconv.ParseInt(strings.ReplaceAll(a, "-", "")[:12], 16, 64); err != nil || ms != now.UnixMilli() {
+		t.Errorf("id %s carries the time %d ms, want %d", a, ms, now.UnixMilli())
 	}
 }
 

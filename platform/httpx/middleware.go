@@ -28,8 +28,8 @@ func RequestID(c echo.Context) string {
 // middleware's closure on every request; route steps are composed at Mount.
 func (s *Server) front(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		setRequestID(c)
-		start := time.Now()
+		start := time.Now() // one clock read for the request id and the log
+		setRequestID(c, start)
 		s.securityHeaders(c)
 		if err := s.recover(c, next); err != nil {
 			c.Error(err)
@@ -41,10 +41,10 @@ func (s *Server) front(next echo.HandlerFunc) echo.HandlerFunc {
 
 // setRequestID keeps a sane incoming X-Request-ID (so a proxy's id follows
 // the request through) and otherwise makes one; either way it is echoed back.
-func setRequestID(c echo.Context) {
+func setRequestID(c echo.Context, now time.Time) {
 	id := c.Request().Header.Get(echo.HeaderXRequestID)
 	if !saneRequestID(id) {
-		id = newRequestID()
+		id = newRequestID(now)
 	}
 	c.Response().Header()[echo.HeaderXRequestID] = []string{id}
 }
@@ -63,12 +63,12 @@ func saneRequestID(id string) bool {
 	return true
 }
 
-// newRequestID returns a UUIDv7: time-ordered, so ids sort like the logs.
-// Request ids are not secrets, so the fast runtime generator is enough and
-// spares a system call per request.
-func newRequestID() string {
+// newRequestID returns a UUIDv7 for a request that arrived at now:
+// time-ordered, so ids sort like the logs. Request ids are not secrets, so
+// the fast runtime generator is enough and spares a system call per request.
+func newRequestID(now time.Time) string {
 	var u uuid.UUID
-	binary.BigEndian.PutUint64(u[0:8], uint64(time.Now().UnixMilli())<<16|rand.Uint64()&0xffff)
+	binary.BigEndian.PutUint64(u[0:8], uint64(now.UnixMilli())<<16|rand.Uint64()&0xffff)
 	binary.BigEndian.PutUint64(u[8:16], rand.Uint64())
 	u[6] = 0x70 | u[6]&0x0f // version 7
 	u[8] = 0x80 | u[8]&0x3f // RFC 9562 variant

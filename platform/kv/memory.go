@@ -107,10 +107,13 @@ func (m *Memory) lock(ctx context.Context) error {
 }
 
 // live returns the unexpired item at key, removing it if it has expired.
-// The caller holds the lock.
-func (m *Memory) live(key string, now time.Time) (item, bool) {
+// The caller holds the lock. It reads the clock only for a key that has an
+// expiry, and then with time.Until, which reads only the monotonic clock
+// (expiries come from time.Now, which carries it): half the cost of
+// time.Now, on reads every request makes.
+func (m *Memory) live(key string) (item, bool) {
 	it, ok := m.items[key]
-	if ok && it.expired(now) {
+	if ok && !it.expires.IsZero() && time.Until(it.expires) <= 0 {
 		delete(m.items, key)
 		return item{}, false
 	}
@@ -130,7 +133,7 @@ func (m *Memory) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, err
 	}
 	defer m.mu.Unlock()
-	it, ok := m.live(key, time.Now())
+	it, ok := m.live(key)
 	if !ok {
 		return nil, ErrNotFound
 	}
@@ -144,9 +147,8 @@ func (m *Memory) ExistsAny(ctx context.Context, keys ...string) (bool, error) {
 		return false, err
 	}
 	defer m.mu.Unlock()
-	now := time.Now()
 	for _, k := range keys {
-		if _, ok := m.live(k, now); ok {
+		if _, ok := m.live(k); ok {
 			return true, nil
 		}
 	}
@@ -176,11 +178,10 @@ func (m *Memory) SetNX(ctx context.Context, key string, value []byte, ttl time.D
 		return false, err
 	}
 	defer m.mu.Unlock()
-	now := time.Now()
-	if _, ok := m.live(key, now); ok {
+	if _, ok := m.live(key); ok {
 		return false, nil
 	}
-	m.items[key] = item{value: append([]byte{}, value...), expires: expiry(now, ttl)}
+	m.items[key] = item{value: append([]byte{}, value...), expires: expiry(time.Now(), ttl)}
 	return true, nil
 }
 
@@ -205,8 +206,7 @@ func (m *Memory) Incr(ctx context.Context, key string, delta int64, ttl time.Dur
 		return 0, err
 	}
 	defer m.mu.Unlock()
-	now := time.Now()
-	it, ok := m.live(key, now)
+	it, ok := m.live(key)
 	var n int64
 	if ok {
 		var err error
@@ -214,7 +214,7 @@ func (m *Memory) Incr(ctx context.Context, key string, delta int64, ttl time.Dur
 			return 0, errors.New("kv: incr: value is not an integer")
 		}
 	} else {
-		it.expires = expiry(now, ttl)
+		it.expires = expiry(time.Now(), ttl)
 	}
 	if (delta > 0 && n > math.MaxInt64-delta) || (delta < 0 && n < math.MinInt64-delta) {
 		return 0, errors.New("kv: incr: increment would overflow")

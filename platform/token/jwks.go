@@ -56,7 +56,7 @@ func (s *Service) jwk(kid string, key crypto.PublicKey) JWK {
 // lifetime plus the leeway plus a minute (the most an instance may keep
 // signing with it before it learns of the rotation).
 func (s *Service) JWKS(ctx context.Context) ([]byte, error) {
-	s.refresh(ctx)
+	s.refresh(ctx, s.now())
 	now := s.now()
 	set := JWKSet{Keys: []JWK{}}
 	for _, k := range s.keys.Load().list {
