@@ -219,25 +219,22 @@ func versionLine() string {
 // newLogger logs synchronously, for the one-shot commands; serve logs
 // through a queue (newAsyncLogger).
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
-	return slog.New(newLogHandler(cfg, w))
+	return slog.New(httpx.NewLogHandler(w, cfg.Format, logLevel(cfg)))
 }
 
 // newAsyncLogger logs through a queue and one writer goroutine, so that
 // formatting and writing lines (the access log's above all) happen off the
 // request's goroutine. Close the handler to write what is left.
 func newAsyncLogger(cfg config.Log, w io.Writer) (*slog.Logger, *httpx.AsyncHandler) {
-	h := httpx.NewAsyncHandler(w, 0, func(buf io.Writer) slog.Handler { return newLogHandler(cfg, buf) })
+	h := httpx.NewAsyncHandler(w, 0, cfg.Format, logLevel(cfg))
 	return slog.New(h), h
 }
 
-func newLogHandler(cfg config.Log, w io.Writer) slog.Handler {
+// logLevel is the configured level; config validation rejects others.
+func logLevel(cfg config.Log) slog.Level {
 	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Level)) // validated by config
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.Format == "text" {
-		return slog.NewTextHandler(w, opts)
-	}
-	return slog.NewJSONHandler(w, opts)
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	return level
 }
 
 // openDB opens the database, naming the setting at fault if it cannot.

@@ -52,8 +52,11 @@ type AsyncHandler struct {
 }
 
 type logQueue struct {
-	ch      chan logItem
-	base    slog.Handler // the real handler, for the dropped-lines warning
+	ch   chan logItem
+	base slog.Handler // the real handler, for the dropped-lines warning
+	// json: base is slog's JSON handler with default options, so the
+	// access log's lines it would format are written by appendJSON.
+	json    bool
 	buf     *bufio.Writer
 	out     io.Writer
 	dropped atomic.Int64
@@ -68,24 +71,36 @@ type logQueue struct {
 	late   sync.Mutex
 }
 
-// logItem is a queued record, or (with flushed set) a Flush waiting for
-// everything queued before it.
+// logItem is a queued record, an access-log line (access set), or (with
+// flushed set) a Flush waiting for everything queued before it.
 type logItem struct {
 	h       slog.Handler
 	r       slog.Record
+	access  bool
+	acc     accessLine
 	flushed chan struct{}
 }
 
-// NewAsyncHandler starts an AsyncHandler writing to out through the handler
-// inner builds (e.g. slog.NewJSONHandler) over its buffer. queue <= 0 means
+// NewLogHandler returns the handler for the log settings: one JSON object
+// per line, or text with format "text".
+func NewLogHandler(w io.Writer, format string, level slog.Leveler) slog.Handler {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.NewTextHandler(w, opts)
+	}
+	return slog.NewJSONHandler(w, opts)
+}
+
+// NewAsyncHandler starts an AsyncHandler writing to out through
+// NewLogHandler(format, level) over its buffer. queue <= 0 means
 // DefaultLogQueue. Close it to write what is left.
-func NewAsyncHandler(out io.Writer, queue int, inner func(io.Writer) slog.Handler) *AsyncHandler {
+func NewAsyncHandler(out io.Writer, queue int, format string, level slog.Leveler) *AsyncHandler {
 	if queue <= 0 {
 		queue = DefaultLogQueue
 	}
 	q := &logQueue{ch: make(chan logItem, queue), buf: bufio.NewWriterSize(out, logBufferSize),
-		out: out, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	q.base = inner(q.buf)
+		out: out, wake: make(chan struct{}, 1), done: make(chan struct{}), json: format != "text"}
+	q.base = NewLogHandler(q.buf, format, level)
 	go q.run()
 	return &AsyncHandler{h: q.base, q: q}
 }
@@ -117,17 +132,37 @@ func (a *AsyncHandler) Handle(ctx context.Context, r slog.Record) error {
 	if q.closed {
 		return q.writeLate(ctx, a.h, r)
 	}
-	it := logItem{h: a.h, r: r.Clone()}
-	if !a.lossy || r.Level >= slog.LevelWarn {
+	a.enqueue(logItem{h: a.h, r: r.Clone()}, r.Level)
+	return nil
+}
+
+// enqueue queues it, or drops and counts it when the queue is full, the
+// view is lossy and the level below Warn. The caller holds q.mu's read lock
+// and has checked that the queue is open.
+func (a *AsyncHandler) enqueue(it logItem, level slog.Level) {
+	q := a.q
+	if !a.lossy || level >= slog.LevelWarn {
 		q.ch <- it
-		return nil
+		return
 	}
 	select {
 	case q.ch <- it:
 	default:
 		q.dropped.Add(1)
 	}
-	return nil
+}
+
+// access queues an access-log line, as Handle would queue l.record(), for
+// the writer to format. The caller has checked that Info is enabled.
+func (a *AsyncHandler) access(l *accessLine) {
+	q := a.q
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		_ = q.writeLate(context.Background(), a.h, l.record())
+		return
+	}
+	a.enqueue(logItem{h: a.h, access: true, acc: *l}, slog.LevelInfo)
 }
 
 // Flush waits until every record queued before it is written to the output.
@@ -192,12 +227,29 @@ func (q *logQueue) drain() bool {
 				close(it.flushed)
 				continue
 			}
+			if it.access {
+				q.writeAccess(it.h, &it.acc)
+				continue
+			}
 			_ = it.h.Handle(context.Background(), it.r) // nowhere to report a failed log write
 		default:
 			q.catchUp()
 			return true
 		}
 	}
+}
+
+// writeAccess writes an access-log line: appended straight into the buffer
+// when h is the plain JSON handler and the line needs no escaping, else
+// formatted by h from the line's record. Either way the bytes are the same.
+func (q *logQueue) writeAccess(h slog.Handler, l *accessLine) {
+	if q.json && h == q.base {
+		if b, ok := l.appendJSON(q.buf.AvailableBuffer()); ok {
+			_, _ = q.buf.Write(b) // a failed write is reset in catchUp
+			return
+		}
+	}
+	_ = h.Handle(context.Background(), l.record())
 }
 
 func (q *logQueue) poke() {

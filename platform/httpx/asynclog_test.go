@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -63,8 +62,6 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
-func jsonInner(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) }
-
 // jsonLines parses out as one JSON object per line, failing on any other line.
 func jsonLines(t *testing.T, out string) []map[string]any {
 	t.Helper()
@@ -96,7 +93,7 @@ func countMsg(lines []map[string]any, msg string) int {
 func TestAsyncLogConcurrentRequests(t *testing.T) {
 	const n = 400
 	out := &lockedBuffer{}
-	h := NewAsyncHandler(out, 0, jsonInner)
+	h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
 	s := New(Options{Logger: slog.New(h), MaxBodyBytes: 64})
 	if err := s.Mount(testRoutes()...); err != nil {
 		t.Fatal(err)
@@ -134,7 +131,7 @@ func TestAsyncLogConcurrentRequests(t *testing.T) {
 // catches up. Warnings, errors and the server's other lines wait instead.
 func TestAsyncLogDropsWhenFull(t *testing.T) {
 	out := newGateWriter()
-	h := NewAsyncHandler(out, 4, jsonInner)
+	h := NewAsyncHandler(out, 4, "json", slog.LevelInfo)
 	s := New(Options{Logger: slog.New(h), MaxBodyBytes: 64})
 	if err := s.Mount(testRoutes()...); err != nil {
 		t.Fatal(err)
@@ -188,7 +185,7 @@ func TestAsyncLogDropsWhenFull(t *testing.T) {
 // Flush returns once everything logged before it is in the output.
 func TestAsyncLogFlush(t *testing.T) {
 	out := &lockedBuffer{}
-	h := NewAsyncHandler(out, 0, jsonInner)
+	h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
 	defer h.Close()
 	log := slog.New(h)
 	for i := range 1000 {
@@ -203,7 +200,7 @@ func TestAsyncLogFlush(t *testing.T) {
 // An idle server's line appears without Flush or Close.
 func TestAsyncLogIdleFlush(t *testing.T) {
 	out := &lockedBuffer{}
-	h := NewAsyncHandler(out, 0, jsonInner)
+	h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
 	defer h.Close()
 	slog.New(h).Info("alone")
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "alone"); {
@@ -218,7 +215,7 @@ func TestAsyncLogIdleFlush(t *testing.T) {
 // lines come out in the order they were logged.
 func TestAsyncLogWithAttrs(t *testing.T) {
 	out := &lockedBuffer{}
-	h := NewAsyncHandler(out, 0, jsonInner)
+	h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
 	log := slog.New(h)
 	log.Info("first")
 	log.With("module", "auth").WithGroup("g").Info("second", "a", 1)
@@ -240,7 +237,7 @@ func TestAsyncLogWithAttrs(t *testing.T) {
 // A line logged after Close is written at once, by its caller.
 func TestAsyncLogAfterClose(t *testing.T) {
 	out := &lockedBuffer{}
-	h := NewAsyncHandler(out, 0, jsonInner)
+	h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
 	h.Close()
 	h.Close()
 	slog.New(h.Lossy()).Info("late")
@@ -254,7 +251,7 @@ func TestAsyncLogAfterClose(t *testing.T) {
 // the output stuck, requests are still answered.
 func TestAsyncLogOffRequestPath(t *testing.T) {
 	out := newGateWriter()
-	h := NewAsyncHandler(out, 0, jsonInner)
+	h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
 	s := New(Options{Logger: slog.New(h), MaxBodyBytes: 64})
 	if err := s.Mount(testRoutes()...); err != nil {
 		t.Fatal(err)
@@ -289,7 +286,7 @@ func TestAsyncLogOffRequestPath(t *testing.T) {
 // after it.
 func TestAsyncLogCloseWhileLogging(t *testing.T) {
 	out := &lockedBuffer{}
-	h := NewAsyncHandler(out, 16, jsonInner)
+	h := NewAsyncHandler(out, 16, "json", slog.LevelInfo)
 	log := slog.New(h)
 	var wg sync.WaitGroup
 	for g := range 8 {

@@ -70,7 +70,7 @@ func BenchmarkChain(b *testing.B) {
 		})
 		b.Run(o.name+"/async-log", func(b *testing.B) {
 			out := &lineCounter{w: o.open(b)}
-			h := NewAsyncHandler(out, 0, jsonInner)
+			h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
 			serve(b, benchServer(b, slog.New(h)))
 			b.StopTimer()
 			h.Close()

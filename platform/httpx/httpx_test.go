@@ -96,7 +96,7 @@ func (s testServer) logText() string {
 func newTestServer(t *testing.T, mod func(*Options)) testServer {
 	t.Helper()
 	logs := &lockedBuffer{}
-	logq := NewAsyncHandler(logs, 0, jsonInner)
+	logq := NewAsyncHandler(logs, 0, "json", slog.LevelInfo)
 	t.Cleanup(func() { logq.Close() })
 	opts := Options{
 		Logger:       slog.New(logq),

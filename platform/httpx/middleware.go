@@ -77,11 +77,9 @@ func newRequestID(now time.Time) string {
 
 // accessLog writes one structured line per request, after the error handler
 // has answered, so the status logged is the status sent. The query string is
-// left out: it can carry codes and tokens. It builds the record for the
-// handler itself: Logger.LogAttrs would also capture the caller's program
-// counter, which costs more than the rest of the line and says nothing here.
-// Behind an AsyncHandler (as in the server) Handle only queues the record:
-// the line is formatted and written on the log's goroutine, not the request's.
+// left out: it can carry codes and tokens. Behind an AsyncHandler (as in the
+// server) the line's fields are only queued: the line is formatted and
+// written on the log's goroutine, not the request's (accesslog.go).
 func (s *Server) accessLog(c echo.Context, start time.Time) {
 	req, res := c.Request(), c.Response()
 	ctx := req.Context()
@@ -89,18 +87,14 @@ func (s *Server) accessLog(c echo.Context, start time.Time) {
 		return
 	}
 	end := time.Now()
-	rec := slog.NewRecord(end, slog.LevelInfo, "request", 0)
-	rec.AddAttrs(
-		slog.String("request_id", res.Header().Get(echo.HeaderXRequestID)),
-		slog.String("method", req.Method),
-		slog.String("path", truncate(req.URL.Path, 256)),
-		slog.String("route", c.Path()),
-		slog.Int("status", res.Status),
-		slog.Int64("bytes", res.Size),
-		slog.Duration("duration", end.Sub(start)),
-		slog.String("ip", c.RealIP()),
-	)
-	_ = s.logh.Handle(ctx, rec)
+	l := accessLine{at: end, id: res.Header().Get(echo.HeaderXRequestID), method: req.Method,
+		path: truncate(req.URL.Path, 256), route: c.Path(), status: res.Status, bytes: res.Size,
+		dur: end.Sub(start), ip: c.RealIP()}
+	if s.async != nil {
+		s.async.access(&l)
+		return
+	}
+	_ = s.logh.Handle(ctx, l.record())
 }
 
 var errPanic = errors.New("handler panicked")

@@ -53,7 +53,8 @@ type Options struct {
 type Server struct {
 	echo   *echo.Echo
 	log    *slog.Logger
-	logh   slog.Handler // the access log writes to the handler directly (Lossy if async)
+	logh   slog.Handler  // the access log writes to the handler directly (Lossy if async)
+	async  *AsyncHandler // logh, when it is one: the access log queues its lines' fields
 	opts   Options
 	routes []Route
 	// hsts is the Strict-Transport-Security value (nil: never sent). It
@@ -76,7 +77,8 @@ func New(opts Options) *Server {
 	if a, ok := s.logh.(*AsyncHandler); ok {
 		// The access log may drop lines rather than wait for a full
 		// queue; the server's other lines may not.
-		s.logh = a.Lossy()
+		s.async = a.Lossy()
+		s.logh = s.async
 	}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
