@@ -30,7 +30,9 @@ const logInterval = 10 * time.Millisecond
 // real handler into a buffer over the output. The writer wakes every
 // logInterval (or at once for Flush and Close), formats everything queued
 // and flushes: a busy server's lines go out in a few large writes, with no
-// wakeup per line, and an idle server's within logInterval.
+// wakeup per line, and a lone line within logInterval. A writer that found
+// nothing to write sleeps until the next record: an idle server's log makes
+// no wakeups at all.
 //
 // Records keep their order. When the queue is full, Handle waits, except on
 // the Lossy view, which the access log uses: there a record below Warn is
@@ -62,6 +64,7 @@ type logQueue struct {
 	dropped atomic.Int64
 	wake    chan struct{} // cap 1: Flush and Close want the writer now
 	done    chan struct{} // closed when the writer goroutine has finished
+	wakeups atomic.Int64  // times the writer woke, for tests
 
 	// mu guards closed and the closing of ch: Handle sends under the read
 	// lock, Close takes the write lock. After Close, late records are
@@ -196,7 +199,10 @@ func (a *AsyncHandler) Close() error {
 	return nil
 }
 
-// run is the writer goroutine.
+// run is the writer goroutine. Under load it drains the queue every
+// logInterval. Once a drain finds nothing it stops the ticker and waits on
+// the queue itself, so an idle server's log makes no wakeups; the next
+// record (or a Flush, or Close) starts it again.
 func (q *logQueue) run() {
 	defer close(q.done)
 	tick := time.NewTicker(logInterval)
@@ -206,37 +212,64 @@ func (q *logQueue) run() {
 		case <-tick.C:
 		case <-q.wake:
 		}
-		if !q.drain() {
+		q.wakeups.Add(1)
+		wrote, open := q.drain()
+		if !open {
 			return
+		}
+		if wrote {
+			continue
+		}
+		tick.Stop()
+		select {
+		case it, ok := <-q.ch:
+			q.wakeups.Add(1)
+			if !q.write(it, ok) {
+				return
+			}
+		case <-q.wake:
+		}
+		// What the first record starts is written by the next drain,
+		// within logInterval, with whatever followed it.
+		tick.Reset(logInterval)
+	}
+}
+
+// drain writes every queued record and flushes. It reports whether there
+// was anything to write, and false for open once the queue is closed and
+// empty.
+func (q *logQueue) drain() (wrote, open bool) {
+	for {
+		select {
+		case it, ok := <-q.ch:
+			if !q.write(it, ok) {
+				return wrote, false
+			}
+			wrote = true
+		default:
+			q.catchUp()
+			return wrote, true
 		}
 	}
 }
 
-// drain writes every queued record and flushes; it returns false once the
-// queue is closed and empty.
-func (q *logQueue) drain() bool {
-	for {
-		select {
-		case it, ok := <-q.ch:
-			if !ok {
-				q.catchUp()
-				return false
-			}
-			if it.flushed != nil {
-				q.catchUp()
-				close(it.flushed)
-				continue
-			}
-			if it.access {
-				q.writeAccess(it.h, &it.acc)
-				continue
-			}
-			_ = it.h.Handle(context.Background(), it.r) // nowhere to report a failed log write
-		default:
-			q.catchUp()
-			return true
-		}
+// write handles one receive from the queue: a record or access line goes
+// to the buffer, a Flush is answered once everything before it is out.
+// ok false (the queue closed and empty) flushes and reports false.
+func (q *logQueue) write(it logItem, ok bool) bool {
+	switch {
+	case !ok:
+		q.catchUp()
+		return false
+	case it.flushed != nil:
+		q.catchUp()
+		close(it.flushed)
+	case it.access:
+		q.writeAccess(it.h, &it.acc)
+	default:
+		_ = it.h.Handle(context.Background(), it.r) // nowhere to report a failed log write
 	}
+	return true
 }
 
 // writeAccess writes an access-log line: appended straight into the buffer

@@ -211,6 +211,38 @@ func TestAsyncLogIdleFlush(t *testing.T) {
 	}
 }
 
+// TestAsyncLogIdleWriterSleeps: with nothing to write the writer stops
+// waking up (it used to tick every logInterval forever), and a line logged
+// after a long idle still comes out promptly, as does a Flush.
+func TestAsyncLogIdleWriterSleeps(t *testing.T) {
+	out := &lockedBuffer{}
+	h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
+	defer h.Close()
+	log := slog.New(h)
+	for round := range 3 {
+		time.Sleep(3 * logInterval) // the writer's first ticks find nothing, and it sleeps
+		before := h.q.wakeups.Load()
+		time.Sleep(30 * logInterval)
+		if n := h.q.wakeups.Load() - before; n != 0 {
+			t.Fatalf("round %d: the idle writer woke %d times in %v", round, n, 30*logInterval)
+		}
+		line := fmt.Sprintf("after idle %d", round)
+		log.Info(line)
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), line); {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: a line logged to a sleeping writer stayed in the queue", round)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	time.Sleep(3 * logInterval)
+	log.Info("flushed") // queued while the writer sleeps: Flush must still wait for it
+	h.Flush()
+	if !strings.Contains(out.String(), "flushed") {
+		t.Fatal("Flush returned before the line queued ahead of it was written")
+	}
+}
+
 // Derived loggers keep their attrs and groups, and share the one queue: the
 // lines come out in the order they were logged.
 func TestAsyncLogWithAttrs(t *testing.T) {
