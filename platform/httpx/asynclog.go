@@ -12,9 +12,10 @@ import (
 )
 
 // DefaultLogQueue is how many records an AsyncHandler holds before the
-// access log starts dropping. Each queued record is about 300 bytes, so
-// the default costs some 2.5 MB, and rides out a pause of the output
-// (a slow pipe, a log collector restarting) of a few thousand requests.
+// access log starts dropping. Each queue slot takes 448 bytes (a record's
+// or an access line's fields), so the default costs some 3.7 MB, and rides
+// out a pause of the output (a slow pipe, a log collector restarting) of a
+// few thousand requests.
 const DefaultLogQueue = 8192
 
 // logBufferSize is the buffer between the writer goroutine and the output:
