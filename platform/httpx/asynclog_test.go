@@ -203,9 +203,16 @@ func TestAsyncLogIdleFlush(t *testing.T) {
 	h := NewAsyncHandler(out, 0, "json", slog.LevelInfo)
 	defer h.Close()
 	slog.New(h).Info("alone")
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "alone"); {
+	waitForText(t, out, "alone", "a lone line stayed in the buffer")
+}
+
+// waitForText waits up to 5 s for text to appear in out, failing with
+// what if it does not.
+func waitForText(t *testing.T, out *lockedBuffer, text, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), text); {
 		if time.Now().After(deadline) {
-			t.Fatal("a lone line stayed in the buffer")
+			t.Fatal(what)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -228,12 +235,7 @@ func TestAsyncLogIdleWriterSleeps(t *testing.T) {
 		}
 		line := fmt.Sprintf("after idle %d", round)
 		log.Info(line)
-		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), line); {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: a line logged to a sleeping writer stayed in the queue", round)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitForText(t, out, line, fmt.Sprintf("round %d: a line logged to a sleeping writer stayed in the queue", round))
 	}
 	time.Sleep(3 * logInterval)
 	log.Info("flushed") // queued while the writer sleeps: Flush must still wait for it

@@ -90,8 +90,8 @@ func (s *Server) accessLog(c echo.Context, start time.Time) {
 	l := accessLine{at: end, id: res.Header().Get(echo.HeaderXRequestID), method: req.Method,
 		path: truncate(req.URL.Path, 256), route: c.Path(), status: res.Status, bytes: res.Size,
 		dur: end.Sub(start), ip: c.RealIP()}
-	if s.async != nil {
-		s.async.access(&l)
+	if a, ok := s.logh.(*AsyncHandler); ok {
+		a.access(&l)
 		return
 	}
 	_ = s.logh.Handle(ctx, l.record())

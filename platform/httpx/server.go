@@ -53,8 +53,7 @@ type Options struct {
 type Server struct {
 	echo   *echo.Echo
 	log    *slog.Logger
-	logh   slog.Handler  // the access log writes to the handler directly (Lossy if async)
-	async  *AsyncHandler // logh, when it is one: the access log queues its lines' fields
+	logh   slog.Handler // the access log writes to the handler directly (Lossy if async)
 	opts   Options
 	routes []Route
 	// hsts is the Strict-Transport-Security value (nil: never sent). It
@@ -77,8 +76,7 @@ func New(opts Options) *Server {
 	if a, ok := s.logh.(*AsyncHandler); ok {
 		// The access log may drop lines rather than wait for a full
 		// queue; the server's other lines may not.
-		s.async = a.Lossy()
-		s.logh = s.async
+		s.logh = a.Lossy()
 	}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
