@@ -204,7 +204,6 @@ func Default() Config {
 		Database: Database{
 			SQLitePath:      "./data/gatehouse.db",
 			MaxOpenConns:    20,
-			MaxIdleConns:    10,
 			ConnMaxLifetime: 30 * time.Minute,
 			ConnMaxIdleTime: 5 * time.Minute,
 			ConnectTimeout:  5 * time.Second,

@@ -44,6 +44,50 @@ func TestPostgres(t *testing.T) {
 	})
 }
 
+// TestPoolKeepsBurstConnections shows that the connections a burst of
+// queries opened serve the next burst, rather than being closed as it ends
+// and opened again: on PostgreSQL each new one is a new server process.
+// The idle limit is left unset, as in the default configuration.
+func TestPoolKeepsBurstConnections(t *testing.T) {
+	t.Parallel()
+	testenv.Need(t, testenv.EnvPostgres)
+	const size, bursts = 8, 5
+	ctx := context.Background()
+	d, err := db.Open(ctx, db.Config{URL: testenv.PostgresURL(t), MaxOpenConns: size}, nil)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer d.Close()
+	var mu sync.Mutex
+	pids := map[int]bool{}
+	for range bursts {
+		var wg sync.WaitGroup
+		for range size {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var pid int
+				// The sleep holds each connection, so a burst needs all of them.
+				if err := d.SQL().QueryRowContext(ctx, "SELECT pg_backend_pid() FROM pg_sleep(0.05)").Scan(&pid); err != nil {
+					t.Errorf("query: %v", err)
+					return
+				}
+				mu.Lock()
+				pids[pid] = true
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+	if len(pids) > size {
+		t.Errorf("%d bursts of %d queries ran on %d server processes, want at most %d: the pool closed and reopened connections",
+			bursts, size, len(pids), size)
+	}
+	if n := d.SQL().Stats().MaxIdleClosed; n != 0 {
+		t.Errorf("the pool closed %d connections for being over its idle limit, want 0", n)
+	}
+}
+
 // testContract is the behaviour every backend must show. newConfig returns
 // the configuration of a fresh, empty database for one test.
 func testContract(t *testing.T, dialect string, newConfig func(t *testing.T) db.Config) {
