@@ -81,6 +81,11 @@ func verifyChain(ctx context.Context, d *db.DB, tenant string) (*Break, error) {
 	// (possible only if the unique index was dropped) are all seen.
 	afterSeq, afterID := int64(math.MinInt64), ""
 	for {
+		// Checked each page: on SQLite a statement does not stop for a
+		// cancelled context (db.DB.Conn).
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		q := d.Conn(ctx).Where("tenant_id = ?", tenant)
 		if afterID == "" {
 			q = q.Where("seq > ?", afterSeq)
@@ -144,6 +149,11 @@ func Prune(ctx context.Context, d *db.DB, olderThan time.Time) (int64, error) {
 	}
 	var total int64
 	for _, c := range chains {
+		// Checked between chains: on SQLite a statement does not stop for
+		// a cancelled context (db.DB.Conn), so shutdown would wait for all.
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
 		n, err := pruneChain(ctx, d, c, olderThan)
 		total += n
 		if err != nil {

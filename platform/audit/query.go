@@ -77,6 +77,12 @@ const streamPage = 500
 func Stream(ctx context.Context, d *db.DB, f Filter, fn func(Row) error) error {
 	cursor := ""
 	for {
+		// Checked each page: on SQLite a statement does not stop for a
+		// cancelled context (db.DB.Conn), and an export whose client left
+		// must not read the whole log.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		rows, next, err := List(ctx, d, f, cursor, streamPage)
 		if err != nil {
 			return err

@@ -65,6 +65,7 @@ func suite(t *testing.T, newConfig func(t *testing.T) db.Config) {
 		{"TamperInsert", testTamperInsert},
 		{"Prune", testPrune},
 		{"Retention", testRetention},
+		{"CancelledContextStops", testCancelledStops},
 		{"MasksSecrets", testMasking},
 		{"ListFilters", testListFilters},
 		{"ListPagination", testListPagination},
@@ -444,6 +445,40 @@ func testPrune(t *testing.T, e *env) {
 	bs := e.verify()
 	if len(bs) != 1 || bs[0].Tenant != "gone" || bs[0].Seq != 3 || bs[0].Reason != ReasonInserted {
 		t.Fatalf("Verify = %+v, want gone's seq 3 inserted", bs)
+	}
+}
+
+// testCancelledStops shows the long readers and the pruner stopping for a
+// cancelled context, between pages and chains, on every backend: on SQLite
+// a statement itself does not watch the context (db.DB.Conn).
+func testCancelledStops(t *testing.T, e *env) {
+	evs := append(events("c1", "c", streamPage+1), events("c2", "c", 2)...)
+	for i := range evs {
+		evs[i].Time = time.Now().Add(-2 * time.Hour)
+	}
+	e.write(evs...)
+	// An export whose client leaves after the first event reads no second page.
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	seen := 0
+	err := Stream(ctx, e.db, Filter{}, func(Row) error {
+		seen++
+		stop()
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || seen > streamPage {
+		t.Errorf("Stream cancelled at its first event: %v after %d events; want context.Canceled within one page (%d)", err, seen, streamPage)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n, err := Prune(cancelled, e.db, time.Now()); !errors.Is(err, context.Canceled) || n != 0 {
+		t.Errorf("Prune under a cancelled context = %d, %v; want 0, context.Canceled", n, err)
+	}
+	if n := e.count("1 = 1"); n != int64(len(evs)) {
+		t.Errorf("%d events left after the cancelled prune, want %d", n, len(evs))
+	}
+	if _, err := Verify(cancelled, e.db, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("Verify under a cancelled context: %v, want context.Canceled", err)
 	}
 }
 
