@@ -156,6 +156,34 @@ func testContract(t *testing.T, dialect string, newConfig func(t *testing.T) db.
 		}
 	})
 
+	// A cancelled request's query: on SQLite it runs to its end (watching
+	// the context would cost two goroutines a query, see DB.uncancelled);
+	// on PostgreSQL the cancellation stops it. A transaction likewise.
+	t.Run("CancelledContext", func(t *testing.T) {
+		t.Parallel()
+		d := open(t, true)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		var n int
+		qerr := d.Conn(ctx).Raw("SELECT 1").Row().Scan(&n)
+		txErr := d.InTx(ctx, func(ctx context.Context) error {
+			return d.Conn(ctx).Create(&meta{Key: "cancelled", Value: "v", UpdatedAt: time.Now()}).Error
+		})
+		var rows int64
+		if err := d.Conn(context.Background()).Model(&meta{}).Where("key = ?", "cancelled").Count(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if dialect == db.SQLite {
+			if qerr != nil || n != 1 || txErr != nil || rows != 1 {
+				t.Errorf("SQLite under a cancelled context: query %v (%d), transaction %v, %d rows; want both to run", qerr, n, txErr, rows)
+			}
+			return
+		}
+		if !errors.Is(qerr, context.Canceled) || !errors.Is(txErr, context.Canceled) || rows != 0 {
+			t.Errorf("PostgreSQL under a cancelled context: query %v, transaction %v, %d rows; want both cancelled", qerr, txErr, rows)
+		}
+	})
+
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
 		d := open(t, false)
