@@ -159,7 +159,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	// closed as it ends and opened again at the next: on PostgreSQL each
 	// is a new server process, and under load that churn cut /v1/auth/me
 	// to a fifth of its throughput (README, Performance).
-	if cfg.MaxIdleConns <= 0 || cfg.MaxIdleConns > cfg.MaxOpenConns {
+	if cfg.MaxOpenConns > 0 && (cfg.MaxIdleConns <= 0 || cfg.MaxIdleConns > cfg.MaxOpenConns) {
 		cfg.MaxIdleConns = cfg.MaxOpenConns
 	}
 	if cfg.MaxOpenConns > 0 {
