@@ -608,7 +608,8 @@ func report(file string) error {
 				cols, rounds = "\t\t\t", ""
 			}
 			name := map[string]string{"rps": "req/s", "p99": "p99"}[kind]
-			fmt.Fprintf(tw, "%s\t%s %.2fx\t%s\t%s %sx\t%s\t%s\t\n", cols, name, ratio, base.label, op, tgt, verdict(ratio, op, target), rounds)
+			// Three decimals: 0.596 shown as 0.60 would look like a met 0.6.
+			fmt.Fprintf(tw, "%s\t%s %.3fx\t%s\t%s %sx\t%s\t%s\t\n", cols, name, ratio, base.label, op, tgt, verdict(ratio, op, target), rounds)
 		}
 	}
 	for _, v := range values {
