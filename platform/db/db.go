@@ -158,8 +158,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	// limit, the connections a burst opened beyond the idle limit are
 	// closed as it ends and opened again at the next: on PostgreSQL each
 	// is a new server process, and under load that churn cut /v1/auth/me
-	// to a fifth of its throughput (README, Performance).
-	if cfg.MaxOpenConns > 0 && (cfg.MaxIdleConns <= 0 || cfg.MaxIdleConns > cfg.MaxOpenConns) {
+	// to a fifth of its throughput (README, Performance). A larger idle
+	// limit database/sql lowers to the open one itself.
+	if cfg.MaxOpenConns > 0 && cfg.MaxIdleConns <= 0 {
 		cfg.MaxIdleConns = cfg.MaxOpenConns
 	}
 	if cfg.MaxOpenConns > 0 {
