@@ -106,6 +106,13 @@ func (b *syncBuffer) String() string {
 // instances sharing the database and the key-value store.
 func startApp(t testing.TB, cfg config.Config, extra ...httpx.Route) testApp {
 	t.Helper()
+	return startAppOn(t, cfg, nil, extra...)
+}
+
+// startAppOn is startApp with the App's key-value store passed through
+// wrap (nil: as opened), for tests that make the store fail.
+func startAppOn(t testing.TB, cfg config.Config, wrap func(kv.Store) kv.Store, extra ...httpx.Route) testApp {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +139,9 @@ func startApp(t testing.TB, cfg config.Config, extra ...httpx.Route) testApp {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	if wrap != nil {
+		store = wrap(store)
+	}
 	a, err := newApp(ctx, cfg, log, conn, store, extra...)
 	if err != nil {
 		t.Fatal(err)

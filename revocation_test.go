@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
@@ -216,5 +220,71 @@ func TestDenylistSurvivesALostStore(t *testing.T) {
 			wantRejected(t, check.me(t, revoked))
 			wantStatus(t, check.me(t, kept), 200, "")
 		})
+	}
+}
+
+// denyFails is a key-value store whose session denials fail once left of
+// them have gone through, while armed: a store that drops out in the
+// middle of a revocation.
+type denyFails struct {
+	kv.Store
+	armed atomic.Bool
+	left  atomic.Int32
+}
+
+func (s *denyFails) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if s.armed.Load() && strings.HasPrefix(key, "deny:sid:") && s.left.Add(-1) < 0 {
+		return errors.New("injected: connection reset by peer")
+	}
+	return s.Store.Set(ctx, key, v, ttl)
+}
+
+// A revocation the store fails half-way through leaves no session revoked
+// in the database whose access tokens still pass, and a retry finishes it.
+// (In process only: wrapping the store hides Redis from the app, and the
+// order of the two writes is the auth service's, the same on both.)
+func TestLogoutAllRetriedAfterAStoreFailure(t *testing.T) {
+	t.Parallel()
+	store := &denyFails{}
+	app := startAppOn(t, testConfig(t, backends[0]), func(s kv.Store) kv.Store { store.Store = s; return store })
+	const pw = "correct horse battery"
+	app.register(t, "blip@example.com", pw, "")
+	var toks []string
+	for range 3 {
+		toks = append(toks, app.login(t, "blip@example.com", pw, "").AccessToken)
+	}
+	revoked := func(tok string) bool {
+		t.Helper()
+		var n int64
+		if err := app.db.Conn(context.Background()).Table("sessions").Where("id = ? AND revoked_at IS NOT NULL", claims(t, tok).SessionID).
+			Count(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+
+	store.left.Store(1) // the first denial lands, the second fails
+	store.armed.Store(true)
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout-all", bearer: toks[0]}), 500, "internal")
+	store.armed.Store(false)
+	var live string
+	for i, tok := range toks {
+		switch code := app.me(t, tok).Code; {
+		case code == 200 && revoked(tok):
+			t.Fatalf("token %d passes although its session is revoked in the database", i)
+		case code == 200:
+			live = tok
+		}
+	}
+	if live == "" {
+		t.Fatal("every session ended although logout-all failed before its second denial")
+	}
+
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout-all", bearer: live}), 204, "")
+	for i, tok := range toks {
+		wantRejected(t, app.me(t, tok))
+		if !revoked(tok) {
+			t.Errorf("session %d is not revoked in the database after the retry", i)
+		}
 	}
 }

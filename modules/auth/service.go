@@ -452,8 +452,14 @@ func (s *Service) reused(ctx context.Context, sess Session) error {
 // all) in the database, and denies them in kv so that every instance
 // refuses their access tokens on the next request. A session's denial
 // needs to outlive only the access tokens issued in it.
+//
+// The denials come first. Revoked first, a failed denial (kv down for a
+// moment) would leave sessions revoked in the database whose access tokens
+// still pass, and a retry would find no live session to deny. Denied
+// first, a failure leaves them live and the retry does it all again; a
+// session denied but not revoked only loses its access tokens early.
 func (s *Service) endSessions(ctx context.Context, userID, reason string, where func(*gorm.DB) *gorm.DB) ([]string, error) {
-	ids, err := s.store.revokeSessions(ctx, userID, reason, s.now(), where)
+	ids, err := s.store.unrevokedSessions(ctx, userID, where)
 	if err != nil {
 		return nil, err
 	}
@@ -461,6 +467,9 @@ func (s *Service) endSessions(ctx context.Context, userID, reason string, where 
 		if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.cfg.AccessTTL+s.cfg.Leeway); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.store.revokeSessions(ctx, ids, reason, s.now()); err != nil {
+		return nil, err
 	}
 	return ids, nil
 }

@@ -106,25 +106,24 @@ func (s store) addRefreshToken(ctx context.Context, rt RefreshToken, now time.Ti
 	})
 }
 
-// revokeSessions revokes the user's live sessions matching where (nil: all)
-// and returns their ids.
-func (s store) revokeSessions(ctx context.Context, userID string, reason string, now time.Time, where func(*gorm.DB) *gorm.DB) ([]string, error) {
+// unrevokedSessions lists the user's sessions not yet revoked that where
+// selects (nil: all).
+func (s store) unrevokedSessions(ctx context.Context, userID string, where func(*gorm.DB) *gorm.DB) ([]string, error) {
 	var ids []string
-	err := s.db.InTx(ctx, func(ctx context.Context) error {
-		q := s.conn(ctx).Model(&Session{}).Where("user_id = ? AND revoked_at IS NULL", userID)
-		if where != nil {
-			q = where(q)
-		}
-		if err := q.Pluck("id", &ids).Error; err != nil {
-			return db.Translate(err)
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		return db.Translate(s.conn(ctx).Model(&Session{}).Where("id IN ? AND revoked_at IS NULL", ids).
-			Updates(map[string]any{"revoked_at": now, "revoked_reason": reason}).Error)
-	})
-	return ids, err
+	q := s.conn(ctx).Model(&Session{}).Where("user_id = ? AND revoked_at IS NULL", userID)
+	if where != nil {
+		q = where(q)
+	}
+	return ids, db.Translate(q.Pluck("id", &ids).Error)
+}
+
+// revokeSessions revokes the sessions ids that are still live.
+func (s store) revokeSessions(ctx context.Context, ids []string, reason string, now time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return db.Translate(s.conn(ctx).Model(&Session{}).Where("id IN ? AND revoked_at IS NULL", ids).
+		Updates(map[string]any{"revoked_at": now, "revoked_reason": reason}).Error)
 }
 
 // revokedSince lists the sessions revoked after since, with when.
