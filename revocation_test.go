@@ -223,17 +223,18 @@ func TestDenylistSurvivesALostStore(t *testing.T) {
 	}
 }
 
-// denyFails is a key-value store whose session denials fail once left of
-// them have gone through, while armed: a store that drops out in the
-// middle of a revocation.
-type denyFails struct {
+// setFails is a key-value store whose writes of keys under prefix fail
+// once left of them have gone through, while armed: a store that drops out
+// in the middle of a change.
+type setFails struct {
 	kv.Store
-	armed atomic.Bool
-	left  atomic.Int32
+	prefix string
+	armed  atomic.Bool
+	left   atomic.Int32
 }
 
-func (s *denyFails) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
-	if s.armed.Load() && strings.HasPrefix(key, "deny:sid:") && s.left.Add(-1) < 0 {
+func (s *setFails) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if s.armed.Load() && strings.HasPrefix(key, s.prefix) && s.left.Add(-1) < 0 {
 		return errors.New("injected: connection reset by peer")
 	}
 	return s.Store.Set(ctx, key, v, ttl)
@@ -245,7 +246,7 @@ func (s *denyFails) Set(ctx context.Context, key string, v []byte, ttl time.Dura
 // order of the two writes is the auth service's, the same on both.)
 func TestLogoutAllRetriedAfterAStoreFailure(t *testing.T) {
 	t.Parallel()
-	store := &denyFails{}
+	store := &setFails{prefix: "deny:sid:"}
 	app := startAppOn(t, testConfig(t, backends[0]), func(s kv.Store) kv.Store { store.Store = s; return store })
 	const pw = "correct horse battery"
 	app.register(t, "blip@example.com", pw, "")
@@ -287,4 +288,22 @@ func TestLogoutAllRetriedAfterAStoreFailure(t *testing.T) {
 			t.Errorf("session %d is not revoked in the database after the retry", i)
 		}
 	}
+}
+
+// A suspension whose status write fails after the database commit answers
+// 500, and its retry finishes it: the members' tokens are refused.
+func TestSuspensionRetriedAfterAStoreFailure(t *testing.T) {
+	t.Parallel()
+	store := &setFails{prefix: "tenant:status:"}
+	app := startAppOn(t, testConfig(t, backends[0]), func(s kv.Store) kv.Store { store.Store = s; return store })
+	w := newWorldOn(t, app)
+	suspended := tenant.StatusSuspended
+	body := tenant.UpdateTenantRequest{Status: &suspended}
+	wantStatus(t, app.me(t, w.member.token), 200, "") // its tenant's status now cached as active
+
+	store.armed.Store(true)
+	wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, body), 500, "internal")
+	store.armed.Store(false)
+	wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, body), 200, "")
+	wantStatus(t, app.me(t, w.member.token), 403, "tenant_suspended")
 }

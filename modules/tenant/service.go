@@ -178,8 +178,11 @@ func (s *Service) Update(ctx context.Context, actor, id string, name, status, pl
 	if err := s.store.update(ctx, id, fields); err != nil {
 		return Tenant{}, err
 	}
-	if status != nil && *status != before.Status {
-		// After the commit, and overwriting: see suspended.
+	if status != nil {
+		// After the commit, and overwriting: see suspended. Also when the
+		// status is unchanged: a retry of an update whose write here failed
+		// after the commit finds the new status already stored, and must
+		// still finish it.
 		if err := s.kv.Set(ctx, statusKey(id), []byte(*status), statusTTL); err != nil {
 			return Tenant{}, err
 		}
