@@ -180,8 +180,11 @@ func (t *direct) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// A reused connection the upstream closed while it was idle
 		// fails before any byte of an answer: the request is sent again
-		// on another connection, as http.Transport does for idempotent
-		// requests.
+		// on another connection. http.Transport does so only for GET,
+		// HEAD, OPTIONS and TRACE; this path carries PUT and DELETE too,
+		// which RFC 9110 (9.2.2) lets a client repeat, so a PUT or DELETE
+		// the upstream carried out before dropping the connection
+		// unanswered runs twice (routes.yaml says so under retries).
 		if !pc.reused || !staleConn(err) {
 			return nil, err
 		}
