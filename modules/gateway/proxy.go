@@ -49,6 +49,7 @@ type exchange struct {
 	up            *upstream       // the upstream of the current attempt
 	err           error           // the current attempt's error, from the ReverseProxy
 	answered      bool            // the upstream's response headers arrived
+	hint          http.Header     // an informational response's headers (see Header)
 	hijacked      bool            // the connection was taken over (an upgrade)
 	body          body
 }
@@ -302,10 +303,6 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	for k := range res.Header {
 		delete(h, k)
 	}
-	if h.Get(echo.HeaderXRequestID) == "" {
-		// A 1xx response before this one cleared the header map.
-		h.Set(echo.HeaderXRequestID, ex.reqID)
-	}
 	return nil
 }
 
@@ -318,15 +315,45 @@ func (g *Gateway) proxyError(_ http.ResponseWriter, r *http.Request, err error) 
 
 // Header, Write and WriteHeader go through Echo's response, which keeps
 // the status and size for the access log.
-func (ex *exchange) Header() http.Header { return ex.res.Header() }
+//
+// Until the upstream's final response arrives, Header is a map of its own:
+// only an informational response (103 Early Hints) writes headers then,
+// and the ReverseProxy clears the map after each. Echo's map keeps the
+// gateway's headers (security headers, request id, rate limits, CORS) for
+// the final response or an error answer.
+func (ex *exchange) Header() http.Header {
+	if ex.answered {
+		return ex.res.Header()
+	}
+	if ex.hint == nil {
+		ex.hint = http.Header{}
+	}
+	return ex.hint
+}
 
 func (ex *exchange) Write(p []byte) (int, error) { return ex.res.Write(p) }
 
 func (ex *exchange) WriteHeader(code int) {
 	if code >= 100 && code < 200 {
-		// An informational response (103 Early Hints) goes straight out:
-		// Echo would take it for the final status.
+		// An informational response (103 Early Hints) goes straight out,
+		// Echo would take it for the final status, with the gateway's
+		// headers and its own, which are then taken off again.
+		h := ex.res.Header()
+		kept := make(http.Header, len(ex.hint))
+		for k, v := range ex.hint {
+			if old, ok := h[k]; ok {
+				kept[k] = old
+			}
+			h[k] = v
+		}
 		ex.res.Writer.WriteHeader(code)
+		for k := range ex.hint {
+			if old, ok := kept[k]; ok {
+				h[k] = old
+			} else {
+				delete(h, k)
+			}
+		}
 		return
 	}
 	ex.res.WriteHeader(code)

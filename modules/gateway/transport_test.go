@@ -234,7 +234,8 @@ func TestDirectPathDropsDoubtfulConnections(t *testing.T) {
 }
 
 // TestDirectPathEarlyHints shows a 103 Early Hints from the upstream
-// reaching the client before the final response.
+// reaching the client before the final response, and the final response
+// keeping the gateway's headers but not the hint's.
 func TestDirectPathEarlyHints(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</app.css>; rel=preload")
@@ -257,6 +258,13 @@ func TestDirectPathEarlyHints(t *testing.T) {
 	}
 	if res.Header.Get("Link") != "" {
 		t.Fatalf("the hint's Link header stayed on the final response")
+	}
+	// The ReverseProxy clears the header map after a 1xx; the gateway's
+	// own headers must still reach the final response.
+	for _, k := range []string{"Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "X-Request-Id"} {
+		if res.Header.Get(k) == "" {
+			t.Errorf("the final response after a 103 lacks %s", k)
+		}
 	}
 }
 
