@@ -193,7 +193,9 @@ func TestGatewayReload(t *testing.T) {
 	if !strings.Contains(w.app.do(t, req{method: "GET", path: "/openapi.json"}).Body.String(), `"/open/{path}"`) {
 		t.Error("the reloaded route is not in the OpenAPI document")
 	}
-	for _, bad := range []string{"routes: [\n", "routes:\n  - name: open\n    prefix: relative\n    upstreams: [" + up.URL + "]\n    auth: public\n"} {
+	for _, bad := range []string{"routes: [\n", "routes:\n  - name: open\n    prefix: relative\n    upstreams: [" + up.URL + "]\n    auth: public\n",
+		// Not below http.write_timeout (60s): its 504 could not be sent.
+		"routes:\n  - name: open\n    prefix: /open\n    upstreams: [" + up.URL + "]\n    auth: public\n    timeout: 60s\n"} {
 		writeRoutes(t, cfg.Gateway.RoutesFile, bad)
 		wantStatus(t, reload(w.super), 400, "gateway_config")
 		wantStatus(t, w.app.do(t, req{method: "GET", path: "/open/hello"}), 200, "") // the old routes stay

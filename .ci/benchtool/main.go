@@ -141,7 +141,7 @@ func bare(addr string, shaped bool) error {
 		return e.Start(addr)
 	}
 	srv := &http.Server{Addr: addr, Handler: e, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second}
 	return srv.ListenAndServe()
 }
 

@@ -165,7 +165,18 @@ func TestNewChecks(t *testing.T) {
 	if _, err := New(&Config{Routes: []RouteConfig{r}}, Deps{}); err == nil || !strings.Contains(err.Error(), "no signer") {
 		t.Errorf("no signer: %v", err)
 	}
-	g, err := New(nil, Deps{})
+	r = RouteConfig{Name: "x", Prefix: "/x", Auth: "public", Upstreams: []string{"http://a"}} // timeout 30s by default
+	if _, err := New(&Config{Routes: []RouteConfig{r}}, Deps{WriteTimeout: DefaultTimeout}); err == nil ||
+		!strings.Contains(err.Error(), "must be below http.write_timeout") {
+		t.Errorf("timeout not below the write timeout: %v", err)
+	}
+	r.Timeout = DefaultTimeout - time.Second
+	g, err := New(&Config{Routes: []RouteConfig{r}}, Deps{WriteTimeout: DefaultTimeout})
+	if err != nil {
+		t.Fatalf("timeout below the write timeout: %v", err)
+	}
+	g.Close()
+	g, err = New(nil, Deps{})
 	if err != nil || len(g.Routes()) != 0 {
 		t.Fatalf("nil config: %v", err)
 	}

@@ -24,4 +24,9 @@ type Deps struct {
 	// how long the exchange took, and its outcome (ok, status_5xx, error,
 	// timeout, canceled, or circuit_open when no upstream could be tried).
 	Observe func(route string, d time.Duration, outcome string)
+	// WriteTimeout is the server's http.write_timeout (0: none). Every
+	// route's timeout must be below it: it counts from the request's
+	// arrival, so once it passes the server writes nothing more, and a
+	// route timing out later could not send its 504.
+	WriteTimeout time.Duration
 }

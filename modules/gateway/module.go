@@ -93,6 +93,10 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 		if rc.InternalToken && d.Signer == nil {
 			return nil, fmt.Errorf("gateway: route %q: internal_token: no signer is configured", rc.Name)
 		}
+		if d.WriteTimeout > 0 && rc.Timeout >= d.WriteTimeout {
+			return nil, fmt.Errorf("gateway: route %q: timeout %s must be below http.write_timeout (%s), or its 504 could not be sent",
+				rc.Name, rc.Timeout, d.WriteTimeout)
+		}
 		rt := &route{cfg: rc, replace: rc.Prefix}
 		switch {
 		case rc.StripPrefix || rc.Rewrite == "/":

@@ -192,7 +192,7 @@ func Default() Config {
 			MaxBodyBytes:      1 << 20,
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30 * time.Second,
+			WriteTimeout:      60 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			ShutdownTimeout:   15 * time.Second,
 			HSTSMaxAge:        365 * 24 * time.Hour,
