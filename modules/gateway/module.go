@@ -51,6 +51,12 @@ type route struct {
 	replace string // what takes the place of the prefix upstream
 	pool    pool
 	health  *url.URL // the health check's path and query; nil for none
+	// nested are the prefixes of the routes under this one. A path that
+	// begins with one in another letter case reaches this route, since
+	// route matching heeds case; an upstream that ignores it would serve
+	// the nested route's resource under this route's auth, so such a path
+	// is refused.
+	nested []string
 }
 
 // New returns a gateway serving cfg, which it checks as Parse does, and
@@ -120,6 +126,13 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 			rt.health, _ = url.Parse(rc.HealthCheck.Path) // checked above
 		}
 		g.routes = append(g.routes, rt)
+	}
+	for _, rt := range g.routes {
+		for _, o := range g.routes {
+			if len(o.cfg.Prefix) > len(rt.cfg.Prefix) && underPrefix(o.cfg.Prefix, rt.cfg.Prefix) {
+				rt.nested = append(rt.nested, o.cfg.Prefix)
+			}
+		}
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	g.stop = stop

@@ -17,6 +17,9 @@ import (
 //     on them, some do not;
 //   - an empty segment ("//"): some servers merge them;
 //   - a control character, encoded or not;
+//   - a semicolon, encoded or not: servers such as Tomcat and Jetty cut a
+//     segment at it (path parameters), so "/api/admin;x/y" would reach the
+//     route of "/api" while the upstream reads "/api/admin/y";
 //   - an encoded letter, digit or - . _ ~, which no client needs to encode:
 //     Echo routes on the raw path, so "/api/%6Frders" would reach the
 //     route of "/api" while the upstream reads "/api/orders".
@@ -29,7 +32,7 @@ func safePath(u *url.URL) bool {
 	}
 	for i := 1; i < len(p); i++ {
 		switch c := p[i]; {
-		case c == '\\' || c < 0x20 || c == 0x7f:
+		case c == '\\' || c == ';' || c < 0x20 || c == 0x7f:
 			return false
 		case c == '/' && p[i-1] == '/':
 			return false
@@ -59,6 +62,13 @@ func safePath(u *url.URL) bool {
 		}
 	}
 	return true
+}
+
+// underPrefix reports whether path is prefix or lies under it, ignoring
+// letter case.
+func underPrefix(path, prefix string) bool {
+	return len(path) >= len(prefix) && strings.EqualFold(path[:len(prefix)], prefix) &&
+		(len(path) == len(prefix) || path[len(prefix)] == '/')
 }
 
 func unhex(a, b byte) (byte, bool) {

@@ -234,6 +234,7 @@ func TestPathSafety(t *testing.T) {
 		"/api/../admin", "/api/%2e%2e/admin", "/api/%2E%2E/admin", "/api/.%2E/x", "/api/%2e/x", "/api/./x",
 		"/api/x/..", "/api/x/.", "/api/x%2fy", "/api/x%2Fy", "/api/x%5cy", "/api/x%5Cy", `/api/x\y`, `/api/x\..\y`,
 		"/api//x", "/api/x//", "/api/%6Frders", "/api/x%41", "/api/x%00y", "/api/x%0d%0ay",
+		"/api/x;y", "/api/x;jsessionid=1/y", "/api/x%3By", "/api/x%3by", "/api/..;/admin",
 	}
 	for _, p := range bad {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
@@ -246,6 +247,34 @@ func TestPathSafety(t *testing.T) {
 	}
 	for _, p := range []string{"/api/x/", "/api/a..b/...", "/api/.well-known", "/api/x%20y", "/api/%E2%82%AC"} {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+		if s := decodeSeen(t, res, body); s.RequestURI != p {
+			t.Errorf("%s arrived as %s", p, s.RequestURI)
+		}
+	}
+}
+
+// TestNestedRouteCase shows a path that names a nested route in another
+// letter case refused by the route above it: an upstream that ignores case
+// would otherwise serve the nested route's resource under the outer
+// route's weaker auth.
+func TestNestedRouteCase(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	h := newHarness(t, []RouteConfig{testRoute("api", "/api", "public", up.URL),
+		testRoute("admin", "/api/admin", "authenticated", up.URL)}, nil)
+	for _, p := range []string{"/api/ADMIN", "/api/Admin/x", "/api/aDmin/"} {
+		res, body := h.do(http.MethodGet, p, nil, nil)
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_path"`) {
+			t.Errorf("%s: %d %s, want 400 invalid_path", p, res.StatusCode, body)
+		}
+	}
+	if n := up.hits.Load(); n != 0 {
+		t.Fatalf("the upstream got %d requests", n)
+	}
+	if res, body := h.do(http.MethodGet, "/api/admin/x", nil, nil); res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("/api/admin/x without credentials: %d %s", res.StatusCode, body)
+	}
+	for _, p := range []string{"/api/administrator", "/api/x/ADMIN", "/api/adm"} {
+		res, body := h.do(http.MethodGet, p, nil, nil)
 		if s := decodeSeen(t, res, body); s.RequestURI != p {
 			t.Errorf("%s arrived as %s", p, s.RequestURI)
 		}
