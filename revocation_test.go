@@ -11,6 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
 
 	"gatehouse/modules/tenant"
 	"gatehouse/platform/kv"
@@ -306,4 +307,35 @@ func TestSuspensionRetriedAfterAStoreFailure(t *testing.T) {
 	store.armed.Store(false)
 	wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, body), 200, "")
 	wantStatus(t, app.me(t, w.member.token), 403, "tenant_suspended")
+}
+
+// A refresh that read its session live while a logout ended it issues no
+// tokens: its rotation commits only into a session still live. Otherwise
+// its access token, issued after the logout, could outlive the session's
+// denial.
+func TestRefreshRacingLogout(t *testing.T) {
+	t.Parallel()
+	app := startApp(t, testConfig(t, backends[0]))
+	const pw = "correct horse battery"
+	app.register(t, "race@example.com", pw, "")
+	p := app.login(t, "race@example.com", pw, "")
+	// The refresh is held after it has read the session, at its check of
+	// the membership, until the logout is done.
+	var armed atomic.Bool
+	held, release := make(chan struct{}), make(chan struct{})
+	if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold", func(tx *gorm.DB) {
+		if tx.Statement.Table == "memberships" && armed.CompareAndSwap(true, false) {
+			close(held)
+			<-release
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	refreshed := make(chan *httpRecorder)
+	go func() { refreshed <- app.refresh(p.RefreshToken, t) }()
+	<-held
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: p.AccessToken}), 204, "")
+	close(release)
+	wantStatus(t, <-refreshed, 401, "invalid_refresh_token")
 }

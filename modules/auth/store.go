@@ -96,13 +96,19 @@ func (s store) useGrace(ctx context.Context, id string, max int, since time.Time
 	return res.RowsAffected == 1, db.Translate(res.Error)
 }
 
-// addRefreshToken adds a token to a live session and records its use.
+// addRefreshToken adds a token to a session and records its use, if the
+// session is still live: a refresh that read it live may have raced a
+// logout. ErrInvalidRefresh if it was revoked meanwhile.
 func (s store) addRefreshToken(ctx context.Context, rt RefreshToken, now time.Time) error {
 	return s.db.InTx(ctx, func(ctx context.Context) error {
-		if err := s.conn(ctx).Create(&rt).Error; err != nil {
-			return db.Translate(err)
+		res := s.conn(ctx).Model(&Session{}).Where("id = ? AND revoked_at IS NULL", rt.SessionID).Update("last_used_at", now)
+		if res.Error != nil {
+			return db.Translate(res.Error)
 		}
-		return db.Translate(s.conn(ctx).Model(&Session{}).Where("id = ?", rt.SessionID).Update("last_used_at", now).Error)
+		if res.RowsAffected == 0 {
+			return ErrInvalidRefresh
+		}
+		return db.Translate(s.conn(ctx).Create(&rt).Error)
 	})
 }
 
