@@ -224,9 +224,9 @@ func TestDenylistSurvivesALostStore(t *testing.T) {
 	}
 }
 
-// setFails is a key-value store whose writes of keys under prefix fail
-// once left of them have gone through, while armed: a store that drops out
-// in the middle of a change.
+// setFails is a key-value store whose writes (Set, Incr) of keys under
+// prefix fail once left of them have gone through, while armed: a store
+// that drops out in the middle of a change.
 type setFails struct {
 	kv.Store
 	prefix string
@@ -235,10 +235,24 @@ type setFails struct {
 }
 
 func (s *setFails) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if err := s.fail(key); err != nil {
+		return err
+	}
+	return s.Store.Set(ctx, key, v, ttl)
+}
+
+func (s *setFails) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if err := s.fail(key); err != nil {
+		return 0, err
+	}
+	return s.Store.Incr(ctx, key, delta, ttl)
+}
+
+func (s *setFails) fail(key string) error {
 	if s.armed.Load() && strings.HasPrefix(key, s.prefix) && s.left.Add(-1) < 0 {
 		return errors.New("injected: connection reset by peer")
 	}
-	return s.Store.Set(ctx, key, v, ttl)
+	return nil
 }
 
 // A revocation the store fails half-way through leaves no session revoked
@@ -338,4 +352,32 @@ func TestRefreshRacingLogout(t *testing.T) {
 	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: p.AccessToken}), 204, "")
 	close(release)
 	wantStatus(t, <-refreshed, 401, "invalid_refresh_token")
+}
+
+// A role revoke whose permissions-version bump fails answers 503; its
+// retry finds the role already gone, and still makes the revoke take
+// effect instead of leaving the cached permissions to age out.
+func TestRoleRevokeRetriedAfterAStoreFailure(t *testing.T) {
+	t.Parallel()
+	store := &setFails{prefix: "rbac:version"}
+	app := startAppOn(t, testConfig(t, backends[0]), func(s kv.Store) kv.Store { store.Store = s; return store })
+	w := newWorldOn(t, app)
+	const adminRole = "01950000-0000-7000-8000-000000000002" // seeded by migration 00004
+	mine := func() string {
+		return w.as(t, w.member, "GET", "/v1/permissions/mine", nil).Body.String()
+	}
+	plain := mine()
+	roles := "/v1/tenants/" + w.acme + "/members/" + w.member.id + "/roles"
+	wantStatus(t, w.as(t, w.admin, "POST", roles, map[string]any{"role_id": adminRole}), 200, "")
+	if mine() == plain {
+		t.Fatal("the admin role changed nothing in the member's permissions")
+	}
+
+	store.armed.Store(true)
+	wantStatus(t, w.as(t, w.admin, "DELETE", roles+"/"+adminRole, nil), 503, "")
+	store.armed.Store(false)
+	wantStatus(t, w.as(t, w.admin, "DELETE", roles+"/"+adminRole, nil), 404, "not_found")
+	if got := mine(); got != plain {
+		t.Fatalf("after the retried revoke the member still has %s, want %s", got, plain)
+	}
 }

@@ -7,13 +7,16 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 
 	"gatehouse/platform/fault"
 	"gatehouse/platform/httpx"
+	"gatehouse/platform/kv"
 )
 
 // TestEffectivePermissions checks, on each backend, what every system role
@@ -680,5 +683,51 @@ func TestRoutesDocument(t *testing.T) {
 	op := loaded.Paths.Find("/v1/tenants/{id}/members/{user}/roles/{role}").Delete
 	if op == nil || op.Extensions["x-required-permission"] != "roles:manage" {
 		t.Errorf("revoke operation: %+v", op)
+	}
+}
+
+// bumpFails is a kv store whose Incr fails while fail is set: the
+// permissions version cannot be bumped.
+type bumpFails struct {
+	kv.Store
+	fail atomic.Bool
+}
+
+func (s *bumpFails) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if s.fail.Load() {
+		return 0, errors.New("injected: connection reset by peer")
+	}
+	return s.Store.Incr(ctx, key, delta, ttl)
+}
+
+// TestRevokeRetriedAfterABumpFailure shows a permission revoke whose
+// version bump failed (503) taking effect on its retry, which finds the
+// permission already gone (404), rather than when the caches age out.
+func TestRevokeRetriedAfterABumpFailure(t *testing.T) {
+	e := newEnv(t, backends()[0])
+	store := &bumpFails{Store: e.kv}
+	_, srv, _ := e.instance(t, store)
+	tenant := e.tenant(t)
+	admin := caller{e.member(t, tenant, "admin"), tenant}
+	user := caller{e.member(t, tenant, "member"), tenant}
+	role := e.customRole(t, admin, "readers", "orders:delete")
+	e.assign(t, admin, user.user, role)
+	if s, code := scopeOf(t, srv, user, "orders:delete"); s == "" {
+		t.Fatalf("the role's permission does not take: %d", code)
+	}
+	revoke := func() int {
+		code, _ := do(t, srv, admin, http.MethodDelete, "/v1/roles/"+role+"/permissions/orders:delete", nil)
+		return code
+	}
+	store.fail.Store(true)
+	if code := revoke(); code != http.StatusServiceUnavailable {
+		t.Fatalf("revoke without a bump: %d, want 503", code)
+	}
+	store.fail.Store(false)
+	if code := revoke(); code != http.StatusNotFound {
+		t.Fatalf("retried revoke: %d, want 404", code)
+	}
+	if s, code := scopeOf(t, srv, user, "orders:delete"); code != http.StatusForbidden {
+		t.Fatalf("after the retried revoke: scope %q, %d, want 403", s, code)
 	}
 }

@@ -324,6 +324,12 @@ func (s *Service) RevokePermission(ctx context.Context, id *httpx.Identity, role
 		return err
 	}
 	if !slices.Contains(r.Permissions, perm) {
+		// Perhaps a retry of a revoke whose bump failed (503): bumped
+		// again, the revoke takes effect now rather than when the caches
+		// age out.
+		if err := s.bump(ctx); err != nil {
+			return err
+		}
 		return fmt.Errorf("role %s permission %q: %w", r.ID, perm, ErrNotGranted)
 	}
 	if err := s.checkHolds(ctx, id, "rbac.permission_revoke", r.ID, []string{perm}); err != nil {
@@ -402,9 +408,17 @@ func (s *Service) changeMemberRole(ctx context.Context, id *httpx.Identity, acti
 	if errors.Is(err, ErrLastAdmin) {
 		s.refused(ctx, id, action, userID, "last_admin")
 	}
+	if errors.Is(err, ErrNotGranted) {
+		// Perhaps a retry of a revoke whose bump failed: see
+		// RevokePermission.
+		if err := s.bump(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
+	bumpErr := s.bump(ctx) // before anything else can fail
 	after, err := s.st.memberRoles(ctx, tenantID, userID)
 	if err != nil {
 		return nil, err
@@ -413,7 +427,7 @@ func (s *Service) changeMemberRole(ctx context.Context, id *httpx.Identity, acti
 	e.ResourceType = "membership"
 	e.Metadata["role_id"], e.Metadata["role"] = r.ID, r.Name
 	s.record(ctx, e)
-	return after, s.bump(ctx)
+	return after, bumpErr
 }
 
 // customRole returns one of the tenant's custom roles, refusing system roles.
