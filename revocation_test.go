@@ -381,3 +381,20 @@ func TestRoleRevokeRetriedAfterAStoreFailure(t *testing.T) {
 		t.Fatalf("after the retried revoke the member still has %s, want %s", got, plain)
 	}
 }
+
+// A member removal whose session denials fail after the membership is
+// gone answers 500; its retry answers 404, and ends the sessions.
+func TestMemberRemovalRetriedAfterAStoreFailure(t *testing.T) {
+	t.Parallel()
+	store := &setFails{prefix: "deny:sid:"}
+	app := startAppOn(t, testConfig(t, backends[0]), func(s kv.Store) kv.Store { store.Store = s; return store })
+	w := newWorldOn(t, app)
+	member := "/v1/tenants/" + w.acme + "/members/" + w.member.id
+	wantStatus(t, app.me(t, w.member.token), 200, "")
+
+	store.armed.Store(true)
+	wantStatus(t, w.as(t, w.admin, "DELETE", member, nil), 500, "internal")
+	store.armed.Store(false)
+	wantStatus(t, w.as(t, w.admin, "DELETE", member, nil), 404, "")
+	wantRejected(t, app.me(t, w.member.token))
+}

@@ -373,6 +373,14 @@ func (s *Service) SetMemberStatus(ctx context.Context, actor, tenantID, userID, 
 // The last admin cannot be removed.
 func (s *Service) RemoveMember(ctx context.Context, actor, tenantID, userID string) error {
 	before, err := s.member(ctx, tenantID, userID)
+	if errors.Is(err, ErrMemberNotFound) && uuid.Validate(userID) == nil {
+		// Perhaps a retry of a removal that failed after its commit: the
+		// member's sessions in the tenant may still be live, so they are
+		// ended before the answer says there is no such member.
+		if err := s.users.EndTenantSessions(ctx, tenantID, userID, "membership_removed"); err != nil {
+			return err
+		}
+	}
 	if err != nil {
 		return err
 	}
