@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"net"
 	"net/url"
 	"strings"
@@ -107,6 +108,41 @@ func hostMatches(host, want string) bool {
 	}
 	h, _, err := net.SplitHostPort(host)
 	return err == nil && strings.EqualFold(h, want)
+}
+
+// spoofable reports whether a request header is one that upstream
+// frameworks take, from a proxy they trust, as the URL or method (Symfony
+// and IIS read X-Original-URL; method-override middleware would get round
+// a route's methods), the client's address or scheme, or the signed-in
+// user (the headers of oauth2-proxy and other auth proxies). A client's
+// own is never passed on: every X-Forwarded-* (the gateway writes For,
+// Host and Proto itself), every X-Auth-Request-*, and the names in
+// spoofableNames. Case is ignored and '_' counts as '-', as in
+// gatehouseHeader.
+func spoofable(name string) bool {
+	var b [64]byte
+	n := min(len(name), len(b))
+	for i := range n {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c == '_' {
+			c = '-'
+		}
+		b[i] = c
+	}
+	k := b[:n]
+	return bytes.HasPrefix(k, []byte("x-forwarded-")) || bytes.HasPrefix(k, []byte("x-auth-request-")) ||
+		n == len(name) && spoofableNames[string(k)]
+}
+
+var spoofableNames = map[string]bool{
+	"x-original-url": true, "x-rewrite-url": true,
+	"x-http-method-override": true, "x-http-method": true, "x-method-override": true,
+	"x-client-ip": true, "true-client-ip": true, "x-cluster-client-ip": true, "cf-connecting-ip": true,
+	"fastly-client-ip": true, "front-end-https": true, "x-url-scheme": true,
+	"remote-user": true, "x-remote-user": true,
 }
 
 // gatehouseHeader reports whether a header name is in the X-Gatehouse-

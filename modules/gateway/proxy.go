@@ -231,7 +231,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 
 	h := out.Header
 	for k := range h {
-		if gatehouseHeader(k) {
+		if gatehouseHeader(k) || spoofable(k) {
 			delete(h, k)
 		}
 	}
