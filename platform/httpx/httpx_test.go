@@ -525,3 +525,35 @@ func TestClientClosedRequest(t *testing.T) {
 		t.Errorf("observed %v, want [499]", observed)
 	}
 }
+
+// TestAccessLogAbortedResponse shows a response aborted with
+// http.ErrAbortHandler (the gateway's ReverseProxy does so when an
+// upstream fails mid-body) still logged, and the panic passed on to the
+// server, which cuts the connection.
+func TestAccessLogAbortedResponse(t *testing.T) {
+	s := newTestServer(t, nil)
+	if err := s.Mount(Route{Method: http.MethodGet, Path: "/abort", Auth: Public, Handle: func(c echo.Context) error {
+		c.Response().WriteHeader(http.StatusOK)
+		_, _ = c.Response().Write([]byte("part"))
+		panic(http.ErrAbortHandler)
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/abort", nil)
+	req.Header.Set("X-Request-ID", "abort-1")
+	func() {
+		defer func() {
+			if r := recover(); r != http.ErrAbortHandler {
+				t.Errorf("panic %v, want http.ErrAbortHandler passed on", r)
+			}
+		}()
+		s.ServeHTTP(httptest.NewRecorder(), req)
+	}()
+	for _, l := range strings.Split(strings.TrimSpace(s.logText()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" && m["request_id"] == "abort-1" && m["status"] == float64(200) {
+			return
+		}
+	}
+	t.Errorf("no access line for the aborted response:\n%s", s.logText())
+}
