@@ -18,7 +18,7 @@ type verifiedCache struct {
 }
 
 type cacheEntry struct {
-	claims   *Claims // never handed out: get returns copies
+	claims   *Claims // shared with Verify's callers, who only read it
 	kid      string
 	deadline time.Time // exp plus the leeway: the token is invalid from then on
 }
