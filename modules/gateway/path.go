@@ -120,6 +120,14 @@ func hostMatches(host, want string) bool {
 // spoofableNames. Case is ignored and '_' counts as '-', as in
 // gatehouseHeader.
 func spoofable(name string) bool {
+	if name == "" {
+		return false
+	}
+	switch name[0] | 0x20 { // lower case; most request headers stop here
+	case 'x', 't', 'c', 'f', 'r':
+	default:
+		return false
+	}
 	var b [64]byte
 	n := min(len(name), len(b))
 	for i := range n {
