@@ -31,10 +31,13 @@ func (s *Server) front(next echo.HandlerFunc) echo.HandlerFunc {
 		start := time.Now() // one clock read for the request id and the log
 		setRequestID(c, start)
 		s.securityHeaders(c)
-		if err := s.recover(c, next, start); err != nil {
+		// Deferred: a response aborted with http.ErrAbortHandler (the
+		// gateway's, when an upstream fails mid-body) panics past recover,
+		// and still gets its line.
+		defer s.accessLog(c, start)
+		if err := s.recover(c, next); err != nil {
 			c.Error(err)
 		}
-		s.accessLog(c, start)
 		return nil
 	}
 }
@@ -101,19 +104,14 @@ var errPanic = errors.New("handler panicked")
 
 // recover runs next, turning a panic into a 500 in the error model; the
 // panic value and stack go to the log only.
-func (s *Server) recover(c echo.Context, next echo.HandlerFunc, start time.Time) (err error) {
+func (s *Server) recover(c echo.Context, next echo.HandlerFunc) (err error) {
 	defer func() {
 		r := recover()
 		if r == nil {
 			return
 		}
 		if r == http.ErrAbortHandler {
-			// The server's own way to abort a response, as the gateway's
-			// ReverseProxy does when an upstream fails mid-body: passed
-			// on, after the request's access line, which would otherwise
-			// be lost with the rest of front.
-			s.accessLog(c, start)
-			panic(r)
+			panic(r) // the server's own way to abort a response
 		}
 		s.log.Error("panic", "request_id", RequestID(c), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		err = errPanic
