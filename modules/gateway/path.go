@@ -129,20 +129,9 @@ func spoofable(name string) bool {
 		return false
 	}
 	var b [64]byte
-	n := min(len(name), len(b))
-	for i := range n {
-		c := name[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c == '_' {
-			c = '-'
-		}
-		b[i] = c
-	}
-	k := b[:n]
+	k := headerName(b[:], name)
 	return bytes.HasPrefix(k, []byte("x-forwarded-")) || bytes.HasPrefix(k, []byte("x-auth-request-")) ||
-		n == len(name) && spoofableNames[string(k)]
+		len(k) == len(name) && spoofableNames[string(k)]
 }
 
 var spoofableNames = map[string]bool{
@@ -159,10 +148,16 @@ var spoofableNames = map[string]bool{
 // underscores_in_headers) read X_Gatehouse_User as X-Gatehouse-User.
 func gatehouseHeader(name string) bool {
 	const prefix = "x-gatehouse-"
-	if len(name) < len(prefix) {
-		return false
-	}
-	for i := range len(prefix) {
+	var b [len(prefix)]byte
+	return len(name) >= len(prefix) && string(headerName(b[:], name)) == prefix
+}
+
+// headerName writes the start of a header name that fits in dst into it,
+// in lower case and with '_' as '-', and returns that part of dst: the
+// spelling upstream stacks that ignore case and read '_' as '-' see.
+func headerName(dst []byte, name string) []byte {
+	n := min(len(name), len(dst))
+	for i := range n {
 		c := name[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
@@ -170,9 +165,7 @@ func gatehouseHeader(name string) bool {
 		if c == '_' {
 			c = '-'
 		}
-		if c != prefix[i] {
-			return false
-		}
+		dst[i] = c
 	}
-	return true
+	return dst[:n]
 }
