@@ -190,7 +190,7 @@ func (s *Service) grants(ctx context.Context, version []byte, tenantID, userID s
 
 // compute reads the effective grants from the database: everything for a
 // super admin; for an active member of an active tenant, the union of its
-// roles' grants; else nothing.
+// roles' grants; else nothing. The role names come along, for CurrentRoles.
 func (s *Service) compute(ctx context.Context, tenantID, userID string) (Grants, error) {
 	// Identities come from verified tokens, but a malformed id must not
 	// reach PostgreSQL's uuid columns as an error.
@@ -201,21 +201,21 @@ func (s *Service) compute(ctx context.Context, tenantID, userID string) (Grants,
 	if err != nil {
 		return Grants{}, err
 	}
-	if super {
-		return newGrants(s.cat, true, nil), nil
+	var perms []string
+	if !super {
+		active, err := s.members.ActiveMember(ctx, tenantID, userID)
+		if err != nil || !active {
+			return newGrants(s.cat, false, nil), err
+		}
+		if perms, err = s.st.memberPermissions(ctx, tenantID, userID); err != nil {
+			return Grants{}, err
+		}
 	}
-	active, err := s.members.ActiveMember(ctx, tenantID, userID)
-	if err != nil {
+	g := newGrants(s.cat, super, perms)
+	if g.roles, err = s.roleNames(ctx, tenantID, userID, super); err != nil {
 		return Grants{}, err
 	}
-	if !active {
-		return newGrants(s.cat, false, nil), nil
-	}
-	perms, err := s.st.memberPermissions(ctx, tenantID, userID)
-	if err != nil {
-		return Grants{}, err
-	}
-	return newGrants(s.cat, false, perms), nil
+	return g, nil
 }
 
 // unavailable wraps a kv failure so that it answers 503, not 500.

@@ -25,7 +25,12 @@ type Grants struct {
 	// resources holds each resource granted with "resource:*".
 	resources map[string]struct{}
 	list      []string // as granted, sorted
-	cat       *Catalogue
+	// roles are the names of the holder's roles in the tenant, as
+	// RoleNames gives them; none for anyone not an active member of an
+	// active tenant, unless a super admin. Shared by every reader of the
+	// cached grants: never changed.
+	roles []string
+	cat   *Catalogue
 }
 
 // newGrants builds the grants of a super admin, or of a member holding perms.
@@ -138,17 +143,24 @@ func (g Grants) SuperAdmin() bool { return g.super }
 // List returns the permissions granted, sorted; a super admin's are ["*"].
 func (g Grants) List() []string { return slices.Clone(g.list) }
 
-// encode writes the grants for the kv cache: "S" for a super admin, else "M"
-// and one permission a line.
+// encode writes the grants for the kv cache: "S2" for a super admin or
+// "M2" for anyone else, then the role names on one line, comma-separated,
+// then a member's permissions one a line. The 2 marks the format, so that
+// an instance of an older build, sharing the kv store while a deploy rolls,
+// reads the other's entries as misses rather than wrongly.
 func (g Grants) encode() []byte {
-	if g.super {
-		return []byte("S")
-	}
 	var b strings.Builder
-	b.WriteString("M")
-	for _, p := range g.list {
-		b.WriteByte('\n')
-		b.WriteString(p)
+	if g.super {
+		b.WriteString("S2\n")
+	} else {
+		b.WriteString("M2\n")
+	}
+	b.WriteString(strings.Join(g.roles, ","))
+	if !g.super {
+		for _, p := range g.list {
+			b.WriteByte('\n')
+			b.WriteString(p)
+		}
 	}
 	return []byte(b.String())
 }
@@ -156,18 +168,22 @@ func (g Grants) encode() []byte {
 // decodeGrants reads what encode wrote; ok is false for anything else, which
 // the caller treats as a cache miss.
 func decodeGrants(cat *Catalogue, b []byte) (Grants, bool) {
-	s := string(b)
-	switch {
-	case s == "S":
-		return newGrants(cat, true, nil), true
-	case s == "M":
-		return newGrants(cat, false, nil), true
-	case strings.HasPrefix(s, "M\n"):
-		perms := strings.Split(s[2:], "\n")
-		if slices.Contains(perms, "") {
-			return Grants{}, false
-		}
-		return newGrants(cat, false, perms), true
+	kind, rest, ok := strings.Cut(string(b), "\n")
+	if !ok || kind != "S2" && kind != "M2" {
+		return Grants{}, false
 	}
-	return Grants{}, false
+	names, lines, hasPerms := strings.Cut(rest, "\n")
+	var roles, perms []string
+	if names != "" {
+		roles = strings.Split(names, ",")
+	}
+	if hasPerms {
+		perms = strings.Split(lines, "\n")
+	}
+	if slices.Contains(roles, "") || slices.Contains(perms, "") || kind == "S2" && hasPerms {
+		return Grants{}, false
+	}
+	g := newGrants(cat, kind == "S2", perms)
+	g.roles = roles
+	return g, true
 }

@@ -93,6 +93,9 @@ func TestEffectivePermissions(t *testing.T) {
 		if _, status := scopeOf(t, e.srv, c(manager), "orders:read"); status != 403 {
 			t.Errorf("suspended member: %d", status)
 		}
+		if names, err := e.svc.CurrentRoles(ctx, ten, manager); err != nil || len(names) != 0 {
+			t.Errorf("CurrentRoles of a suspended member: %v %v", names, err)
+		}
 		e.exec(t, "UPDATE tenants SET status = 'suspended' WHERE id = ?", ten)
 		mustInvalidate(t, e)
 		if _, status := scopeOf(t, e.srv, c(admin), "orders:read"); status != 403 {
@@ -115,8 +118,21 @@ func TestEffectivePermissions(t *testing.T) {
 		if ok, _ := e.svc.IsSuperAdmin(ctx, super); !ok {
 			t.Error("IsSuperAdmin is false")
 		}
+		// CurrentRoles: RoleNames for an active member or a super admin,
+		// from the cache, and current after every change.
+		for range 2 {
+			if names, err := e.svc.CurrentRoles(ctx, ten, both); err != nil || !slices.Equal(names, []string{"manager", "member"}) {
+				t.Errorf("CurrentRoles: %v %v", names, err)
+			}
+			if names, err := e.svc.CurrentRoles(ctx, ten, super); err != nil || !slices.Equal(names, []string{"super_admin"}) {
+				t.Errorf("CurrentRoles of a super admin: %v %v", names, err)
+			}
+		}
 		if err := e.svc.SetSuperAdmin(ctx, super, false); err != nil {
 			t.Fatal(err)
+		}
+		if names, err := e.svc.CurrentRoles(ctx, ten, super); err != nil || len(names) != 0 {
+			t.Errorf("CurrentRoles of a former super admin: %v %v", names, err)
 		}
 		if _, status := scopeOf(t, e.srv, c(super), "orders:read"); status != 403 {
 			t.Errorf("former super admin: %d", status)

@@ -84,11 +84,35 @@ func (s *Service) Invalidate(ctx context.Context) error {
 }
 
 // RoleNames returns the names of the user's roles in the tenant, sorted,
-// with "super_admin" among them if the user is a super admin.
+// with "super_admin" among them if the user is a super admin: the roles an
+// access token names. It reads the database and caches nothing, so sign-in
+// may call it inside the transaction that made the membership.
 func (s *Service) RoleNames(ctx context.Context, tenantID, userID string) ([]string, error) {
 	if !isID(tenantID) || !isID(userID) {
 		return []string{}, nil
 	}
+	super, err := s.st.isSuperAdmin(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	return s.roleNames(ctx, tenantID, userID, super)
+}
+
+// CurrentRoles is what the gateway, /v1/auth/me and introspection tell of a
+// caller's roles: the names of the user's roles in the tenant as the
+// authorize step sees them now, sorted, with "super_admin" for a super
+// admin, and none for anyone else who is not an active member of an active
+// tenant. Unlike the roles an access token names, it reflects every change
+// whose call has returned, on every instance. It is served from the
+// permissions cache (see Permissions), and the slice is shared: do not
+// change it.
+func (s *Service) CurrentRoles(ctx context.Context, tenantID, userID string) ([]string, error) {
+	g, err := s.Permissions(ctx, tenantID, userID)
+	return g.roles, err
+}
+
+// roleNames is RoleNames once it is known whether the user is a super admin.
+func (s *Service) roleNames(ctx context.Context, tenantID, userID string, super bool) ([]string, error) {
 	names, err := s.st.memberRoles(ctx, tenantID, userID)
 	if err != nil {
 		return nil, err
@@ -96,10 +120,6 @@ func (s *Service) RoleNames(ctx context.Context, tenantID, userID string) ([]str
 	// A membership row naming super_admin grants nothing (see
 	// memberPermissions), so only the super_admins table decides.
 	names = slices.DeleteFunc(names, func(n string) bool { return n == RoleSuperAdmin })
-	super, err := s.st.isSuperAdmin(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
 	if super {
 		names = append(names, RoleSuperAdmin)
 		slices.Sort(names)
