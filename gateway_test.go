@@ -195,13 +195,34 @@ func TestGatewayReload(t *testing.T) {
 	}
 	for _, bad := range []string{"routes: [\n", "routes:\n  - name: open\n    prefix: relative\n    upstreams: [" + up.URL + "]\n    auth: public\n",
 		// Not below http.write_timeout (60s): its 504 could not be sent.
-		"routes:\n  - name: open\n    prefix: /open\n    upstreams: [" + up.URL + "]\n    auth: public\n    timeout: 60s\n"} {
+		"routes:\n  - name: open\n    prefix: /open\n    upstreams: [" + up.URL + "]\n    auth: public\n    timeout: 60s\n",
+		// Under the session cookies' path.
+		"routes:\n  - name: open\n    prefix: /v1/auth/open\n    upstreams: [" + up.URL + "]\n    auth: public\n"} {
 		writeRoutes(t, cfg.Gateway.RoutesFile, bad)
 		wantStatus(t, reload(w.super), 400, "gateway_config")
 		wantStatus(t, w.app.do(t, req{method: "GET", path: "/open/hello"}), 200, "") // the old routes stay
 	}
 	if !strings.Contains(w.app.logs.String(), "gateway reload refused") {
 		t.Error("the refused reload was not logged")
+	}
+}
+
+// A route whose prefix lies above the session cookies' path proxies its
+// own paths, but nothing under /v1/auth reaches the upstream, so the
+// browser's refresh cookie (scoped to that path) is never handed to it.
+func TestGatewayKeepsTheCookiePath(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	cfg := testConfig(t, backends[0])
+	writeRoutes(t, cfg.Gateway.RoutesFile, "routes:\n  - name: v1\n    prefix: /v1\n    upstreams: ["+up.URL+"]\n    auth: public\n")
+	a := startApp(t, cfg)
+	wantStatus(t, a.do(t, req{method: "GET", path: "/v1/catalogue"}), 200, "")
+	for _, p := range []string{"/v1/auth/callback", "/v1/auth/x/y"} {
+		wantStatus(t, a.do(t, req{method: "GET", path: p, header: map[string]string{"Cookie": "gatehouse_refresh=r; gatehouse_csrf=c"}}),
+			404, "not_found")
+	}
+	if n := up.hits.Load(); n != 1 {
+		t.Fatalf("the upstream got %d requests, want 1", n)
 	}
 }
 

@@ -183,8 +183,12 @@ const (
 	refreshCookie = "gatehouse_refresh"
 	csrfCookie    = "gatehouse_csrf"
 	csrfHeader    = "X-CSRF-Token"
-	cookiePath    = "/v1/auth"
 )
+
+// CookiePath is the path the session cookies are scoped to. Nothing under
+// it may reach an upstream through the gateway (app.go reserves it), or
+// the browser would hand the upstream the refresh cookie.
+const CookiePath = "/v1/auth"
 
 // sendPair answers with a token pair; in cookie mode the refresh token goes
 // into an HttpOnly cookie, with a fresh CSRF cookie beside it.
@@ -193,10 +197,10 @@ func (m *Module) sendPair(c echo.Context, p Pair, cookie bool) error {
 		csrf := make([]byte, 24)
 		rand.Read(csrf)
 		maxAge := p.RefreshExpiresIn
-		c.SetCookie(&http.Cookie{Name: refreshCookie, Value: p.RefreshToken, Path: cookiePath, MaxAge: maxAge,
+		c.SetCookie(&http.Cookie{Name: refreshCookie, Value: p.RefreshToken, Path: CookiePath, MaxAge: maxAge,
 			HttpOnly: true, Secure: m.cookieSecure, SameSite: http.SameSiteStrictMode})
 		p.CSRFToken = base64.RawURLEncoding.EncodeToString(csrf)
-		c.SetCookie(&http.Cookie{Name: csrfCookie, Value: p.CSRFToken, Path: cookiePath, MaxAge: maxAge,
+		c.SetCookie(&http.Cookie{Name: csrfCookie, Value: p.CSRFToken, Path: CookiePath, MaxAge: maxAge,
 			HttpOnly: true, Secure: m.cookieSecure, SameSite: http.SameSiteStrictMode})
 		p.RefreshToken = ""
 	}
@@ -204,9 +208,9 @@ func (m *Module) sendPair(c echo.Context, p Pair, cookie bool) error {
 }
 
 func (m *Module) clearCookies(c echo.Context) {
-	c.SetCookie(&http.Cookie{Name: refreshCookie, Path: cookiePath, MaxAge: -1, HttpOnly: true, Secure: m.cookieSecure,
+	c.SetCookie(&http.Cookie{Name: refreshCookie, Path: CookiePath, MaxAge: -1, HttpOnly: true, Secure: m.cookieSecure,
 		SameSite: http.SameSiteStrictMode})
-	c.SetCookie(&http.Cookie{Name: csrfCookie, Path: cookiePath, MaxAge: -1, HttpOnly: true, Secure: m.cookieSecure,
+	c.SetCookie(&http.Cookie{Name: csrfCookie, Path: CookiePath, MaxAge: -1, HttpOnly: true, Secure: m.cookieSecure,
 		SameSite: http.SameSiteStrictMode})
 }
 

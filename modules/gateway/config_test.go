@@ -176,6 +176,13 @@ func TestNewChecks(t *testing.T) {
 		t.Fatalf("timeout below the write timeout: %v", err)
 	}
 	g.Close()
+	for _, prefix := range []string{"/v1/auth", "/v1/auth/x", "/V1/Auth/x"} {
+		r := RouteConfig{Name: "x", Prefix: prefix, Auth: "public", Upstreams: []string{"http://a"}}
+		if _, err := New(&Config{Routes: []RouteConfig{r}}, Deps{Reserved: []string{"/v1/auth"}}); err == nil ||
+			!strings.Contains(err.Error(), "which Gatehouse keeps to itself") {
+			t.Errorf("prefix %s under a reserved one: %v", prefix, err)
+		}
+	}
 	g, err = New(nil, Deps{})
 	if err != nil || len(g.Routes()) != 0 {
 		t.Fatalf("nil config: %v", err)

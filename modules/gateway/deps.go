@@ -29,4 +29,10 @@ type Deps struct {
 	// arrival, so once it passes the server writes nothing more, and a
 	// route timing out later could not send its 504.
 	WriteTimeout time.Duration
+	// Reserved are path prefixes Gatehouse keeps to itself: no route's
+	// prefix may be one or lie under one, and a request under one that
+	// reaches a route with a shorter prefix is answered 404 not_found.
+	// app.go reserves the auth module's cookie path, so the browser never
+	// sends the refresh cookie to an upstream.
+	Reserved []string
 }

@@ -39,12 +39,13 @@ type harness struct {
 
 // setup is what a test may adjust before the harness starts.
 type setup struct {
+	deps   Deps
 	opts   httpx.Options
 	server *http.Server
 }
 
-// newHarness serves routes; adjust may change the chain's options and the
-// HTTP server before it starts.
+// newHarness serves routes; adjust may change the gateway's Deps, the
+// chain's options and the HTTP server before it starts.
 func newHarness(t testing.TB, routes []RouteConfig, signer Signer, adjust ...func(*setup)) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: &clock{}, logs: &syncBuffer{}}
@@ -54,17 +55,18 @@ func newHarness(t testing.TB, routes []RouteConfig, signer Signer, adjust ...fun
 		sink = io.Discard // a growing log would count against B/op
 	}
 	log := slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	gw, err := newGateway(&Config{Routes: routes}, Deps{Signer: signer, Log: log}, h.clock.now)
+	st := setup{deps: Deps{Signer: signer, Log: log},
+		opts:   httpx.Options{Logger: log, MaxBodyBytes: 1 << 20, Slots: httpx.Slots{Authenticate: testAuthenticate}},
+		server: &http.Server{}}
+	for _, a := range adjust {
+		a(&st)
+	}
+	gw, err := newGateway(&Config{Routes: routes}, st.deps, h.clock.now)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
 	t.Cleanup(gw.Close)
 	h.gw = gw
-	st := setup{opts: httpx.Options{Logger: log, MaxBodyBytes: 1 << 20, Slots: httpx.Slots{Authenticate: testAuthenticate}},
-		server: &http.Server{}}
-	for _, a := range adjust {
-		a(&st)
-	}
 	srv := httpx.New(st.opts)
 	if err := srv.Mount(gw.Routes()...); err != nil {
 		t.Fatalf("mount: %v", err)

@@ -57,6 +57,8 @@ type route struct {
 	// the nested route's resource under this route's auth, so such a path
 	// is refused.
 	nested []string
+	// reserved are the Deps.Reserved prefixes under this route's prefix.
+	reserved []string
 }
 
 // New returns a gateway serving cfg, which it checks as Parse does, and
@@ -104,6 +106,14 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 				rc.Name, rc.Timeout, d.WriteTimeout)
 		}
 		rt := &route{cfg: rc, replace: rc.Prefix}
+		for _, p := range d.Reserved {
+			if underPrefix(rc.Prefix, p) {
+				return nil, fmt.Errorf("gateway: route %q: prefix %s is under %s, which Gatehouse keeps to itself", rc.Name, rc.Prefix, p)
+			}
+			if underPrefix(p, rc.Prefix) {
+				rt.reserved = append(rt.reserved, p)
+			}
+		}
 		switch {
 		case rc.StripPrefix || rc.Rewrite == "/":
 			rt.replace = ""

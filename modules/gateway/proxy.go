@@ -63,6 +63,11 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 	if !safePath(req.URL) {
 		return ErrInvalidPath
 	}
+	for _, p := range rt.reserved {
+		if underPrefix(req.URL.Path, p) {
+			return errNoRoute // see Deps.Reserved
+		}
+	}
 	for _, p := range rt.nested {
 		if underPrefix(req.URL.Path, p) {
 			return ErrInvalidPath // p in another letter case: see route.nested

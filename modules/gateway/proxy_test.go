@@ -287,6 +287,30 @@ func TestNestedRouteCase(t *testing.T) {
 	}
 }
 
+// TestReservedPrefix shows a path Gatehouse keeps to itself (its session
+// cookies' path) never reaches an upstream, even through a route whose
+// prefix lies above it, while its neighbours do.
+func TestReservedPrefix(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	h := newHarness(t, []RouteConfig{testRoute("v1", "/v1", "public", up.URL)}, nil,
+		func(s *setup) { s.deps.Reserved = []string{"/v1/auth"} })
+	for _, p := range []string{"/v1/auth", "/v1/auth/", "/v1/auth/steal", "/v1/AUTH/x"} {
+		res, body := h.do(http.MethodGet, p, nil, map[string]string{"Cookie": "gatehouse_refresh=secret"})
+		if res.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"not_found"`) {
+			t.Errorf("%s: %d %s, want 404 not_found", p, res.StatusCode, body)
+		}
+	}
+	if n := up.hits.Load(); n != 0 {
+		t.Fatalf("the upstream got %d requests", n)
+	}
+	for _, p := range []string{"/v1/authors", "/v1/x/auth", "/v1"} {
+		res, body := h.do(http.MethodGet, p, nil, nil)
+		if s := decodeSeen(t, res, body); s.RequestURI != p {
+			t.Errorf("%s arrived as %s", p, s.RequestURI)
+		}
+	}
+}
+
 // TestUpstreamErrorPassesThrough shows an upstream's own error answers
 // reach the client unchanged.
 func TestUpstreamErrorPassesThrough(t *testing.T) {
