@@ -174,7 +174,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	mirror, _ := shared.(*kv.Mirror)
 	ap := &app{mirror: mirror, auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
 		routesFile: cfg.Gateway.RoutesFile,
-		gatewayDeps: gateway.Deps{Signer: tokens, Log: log, Observe: met.Upstream, WriteTimeout: cfg.HTTP.WriteTimeout,
+		gatewayDeps: gateway.Deps{Signer: tokens, Roles: authz.Service(), Log: log, Observe: met.Upstream, WriteTimeout: cfg.HTTP.WriteTimeout,
 			Reserved: []string{auth.CookiePath}}}
 	// build makes the server for a gateway: the same modules and slots, the
 	// gateway's routes, and a document describing exactly what is served.

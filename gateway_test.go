@@ -5,16 +5,19 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"gatehouse/modules/auth"
 	"gatehouse/platform/token"
 )
 
@@ -205,6 +208,74 @@ func TestGatewayReload(t *testing.T) {
 	if !strings.Contains(w.app.logs.String(), "gateway reload refused") {
 		t.Error("the refused reload was not logged")
 	}
+}
+
+// Roles leave Gatehouse in four places: X-Gatehouse-Roles, the internal
+// token, /v1/auth/me and introspection. Each tells the roles as they are
+// now, not as the access token was issued: a role taken through one
+// instance is gone from all four on the other's very next request, although
+// the caller's token still names it.
+func TestCurrentRolesAcrossInstances(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	cfg := testConfig(t, backends[1])
+	sum := sha256.Sum256([]byte("s3rvice-secret"))
+	cfg.Auth.IntrospectClients = []string{"orders:" + hex.EncodeToString(sum[:])}
+	writeRoutes(t, cfg.Gateway.RoutesFile, "routes:\n  - name: reports\n    prefix: /api/reports\n    upstreams: ["+up.URL+
+		"]\n    auth: authenticated\n    internal_token: true\n")
+	a := startApp(t, cfg)
+	w := newWorldOn(t, a)
+	b := startApp(t, cfg)
+	tok := w.manager.token
+	const managerRole = "01950000-0000-7000-8000-000000000003" // seeded by migration 00004
+	check := func(want string) {
+		t.Helper()
+		wantStatus(t, b.do(t, req{method: "GET", path: "/api/reports/q1", bearer: tok}), 200, "")
+		up.mu.Lock()
+		h := up.last
+		up.mu.Unlock()
+		if got := h.Get("X-Gatehouse-Roles"); got != want {
+			t.Errorf("X-Gatehouse-Roles %q, want %q", got, want)
+		}
+		var internal struct{ Roles []string }
+		if err := json.Unmarshal(jwtPart(t, h.Get("X-Gatehouse-Token"), 1), &internal); err != nil ||
+			strings.Join(internal.Roles, ",") != want {
+			t.Errorf("internal token roles %v (%v), want %q", internal.Roles, err, want)
+		}
+		me := decode[auth.MeResponse](t, b.me(t, tok))
+		if got := strings.Join(me.Roles, ","); got != want {
+			t.Errorf("/v1/auth/me roles %q, want %q", got, want)
+		}
+		rec := b.do(t, req{method: "POST", path: "/v1/oauth/introspect", body: url.Values{"token": {tok}}.Encode(),
+			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic " + basic("orders", "s3rvice-secret")}})
+		wantStatus(t, rec, 200, "")
+		if got := decode[auth.IntrospectResponse](t, rec); !got.Active || strings.Join(got.Roles, ",") != want {
+			t.Errorf("introspection %+v, want active with roles %q", got, want)
+		}
+	}
+	for range 2 { // the second time from b's caches
+		check("manager,member")
+	}
+	wantStatus(t, a.do(t, req{method: "DELETE", path: "/v1/tenants/" + w.acme + "/members/" + w.manager.id + "/roles/" + managerRole,
+		bearer: w.admin.token}), 204, "")
+	check("member")
+	if got := claims(t, tok).Roles; strings.Join(got, ",") != "manager,member" {
+		t.Fatalf("the token itself names %v; the test shows nothing", got)
+	}
+}
+
+// jwtPart decodes part i of a compact JWT.
+func jwtPart(t *testing.T, raw string, i int) []byte {
+	t.Helper()
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", raw)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // A route whose prefix lies above the session cookies' path proxies its

@@ -3,9 +3,12 @@ package auth
 import "context"
 
 // Roles is what sign-in needs from the rbac module: the role names that go
-// into access tokens.
+// into access tokens, read from the database, and the roles as they are
+// now, which /v1/auth/me and introspection report (a token's roles may be
+// up to its lifetime old). CurrentRoles' slice is shared: never change it.
 type Roles interface {
 	RoleNames(ctx context.Context, tenantID, userID string) ([]string, error)
+	CurrentRoles(ctx context.Context, tenantID, userID string) ([]string, error)
 }
 
 // Tenants is what sign-in needs from the tenant module. Lookups of a

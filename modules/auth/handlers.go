@@ -238,11 +238,10 @@ func (m *Module) logoutAll(c echo.Context) error {
 
 func (m *Module) me(c echo.Context) error {
 	id := httpx.IdentityOf(c)
-	u, t, err := m.svc.Me(c.Request().Context(), id)
+	u, t, roles, err := m.svc.Me(c.Request().Context(), id)
 	if err != nil {
 		return err
 	}
-	roles := id.Roles
 	if roles == nil {
 		roles = []string{}
 	}

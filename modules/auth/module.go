@@ -102,7 +102,8 @@ func (m *Module) Routes() []httpx.Route {
 		{Method: http.MethodPost, Path: "/v1/auth/logout-all", Summary: "End every session of this account", Tags: tags,
 			Auth: httpx.Authenticated, Audit: "auth.logout_all", Status: http.StatusNoContent, Handle: m.logoutAll},
 		{Method: http.MethodGet, Path: "/v1/auth/me", Summary: "The caller's account, tenant and roles", Tags: tags,
-			Auth: httpx.Authenticated, Out: MeResponse{}, Handle: m.me},
+			Description: "roles are the caller's roles in the tenant now, which the access token's may not be.",
+			Auth:        httpx.Authenticated, Out: MeResponse{}, Handle: m.me},
 		{Method: http.MethodGet, Path: "/v1/auth/sessions", Summary: "The caller's live sessions", Tags: tags,
 			Auth: httpx.Authenticated, Out: SessionsResponse{}, Handle: m.sessions},
 		{Method: http.MethodDelete, Path: "/v1/auth/sessions/{id}", Summary: "End one of the caller's sessions", Tags: tags,
@@ -114,7 +115,8 @@ func (m *Module) Routes() []httpx.Route {
 			Auth: httpx.Authenticated, Audit: "auth.switch_tenant", In: SwitchTenantRequest{}, Out: Pair{}, Handle: m.switchTenant},
 		{Method: http.MethodPost, Path: "/v1/oauth/introspect", Summary: "RFC 7662 token introspection for services", Tags: []string{"oauth"},
 			Description: "HTTP Basic with a client from auth.introspect_clients; form body token=…. " +
-				"Unknown, expired or revoked tokens answer {\"active\": false}.",
+				"Unknown, expired or revoked tokens answer {\"active\": false}. roles are the user's roles in the tenant now, " +
+				"not those the token was issued with.",
 			Auth: httpx.Public, Out: IntrospectResponse{}, Handle: m.introspect},
 	}
 }

@@ -552,11 +552,22 @@ func (s *Service) verify(ctx context.Context, raw string) (*token.Claims, error)
 }
 
 // Introspect returns the claims of a live access token for a service
-// client, or nil when the token is not active.
+// client, with the roles the user holds now in place of those the token
+// was issued with; nil when the token is not active or its roles cannot be
+// read.
 func (s *Service) Introspect(ctx context.Context, raw, clientID string) (*token.Claims, error) {
 	c, err := s.verify(ctx, raw)
 	if errors.Is(err, token.ErrInvalidToken) {
 		err = nil
+	}
+	if c != nil {
+		// A copy: verified claims are shared with the token cache.
+		own := *c
+		if own.Roles, err = s.roles.CurrentRoles(ctx, c.TenantID, c.Subject); err == nil {
+			c = &own
+		} else {
+			c = nil
+		}
 	}
 	s.record(ctx, audit.Event{Action: "oauth.introspect", Outcome: audit.Success, Actor: audit.Service(clientID),
 		Metadata: map[string]any{"active": c != nil}})
@@ -671,14 +682,18 @@ func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug str
 	return pair, nil
 }
 
-// Me returns the caller's account and its tenant.
-func (s *Service) Me(ctx context.Context, id *httpx.Identity) (User, Tenant, error) {
+// Me returns the caller's account, its tenant and its roles there now.
+func (s *Service) Me(ctx context.Context, id *httpx.Identity) (User, Tenant, []string, error) {
 	u, err := s.store.userByID(ctx, id.UserID)
 	if err != nil {
-		return User{}, Tenant{}, err
+		return User{}, Tenant{}, nil, err
 	}
 	t, err := s.tenants.TenantByID(ctx, id.TenantID)
-	return u, t, err
+	if err != nil {
+		return User{}, Tenant{}, nil, err
+	}
+	roles, err := s.roles.CurrentRoles(ctx, id.TenantID, id.UserID)
+	return u, t, roles, err
 }
 
 // Sessions lists the caller's live sessions.

@@ -15,11 +15,21 @@ type Signer interface {
 	SignInternal(ctx context.Context, audience string, id *httpx.Identity) (string, error)
 }
 
+// Roles gives a caller's roles in a tenant as they are now, which an
+// access token's roles may not be: up to its lifetime old. The slice is
+// shared: never changed.
+type Roles interface {
+	CurrentRoles(ctx context.Context, tenantID, userID string) ([]string, error)
+}
+
 // Deps is what the gateway needs from elsewhere. Signer may be nil when no
 // route asks for an internal token.
 type Deps struct {
 	Signer Signer
-	Log    *slog.Logger
+	// Roles, if set, gives the roles X-Gatehouse-Roles and the internal
+	// token carry; if nil (tests), they are the identity's own.
+	Roles Roles
+	Log   *slog.Logger
 	// Observe, if set, is told of every upstream attempt: the route's name,
 	// how long the exchange took, and its outcome (ok, status_5xx, error,
 	// timeout, canceled, or circuit_open when no upstream could be tried).

@@ -35,6 +35,7 @@ type Gateway struct {
 	proxy     *httputil.ReverseProxy
 	transport *direct
 	signer    Signer
+	roles     Roles
 	observe   func(route string, d time.Duration, outcome string)
 	log       *slog.Logger
 	now       func() time.Time // the breakers' clock
@@ -82,7 +83,7 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	buffers := &bufferPool{}
-	g := &Gateway{signer: d.Signer, observe: d.Observe, log: d.Log, now: now, transport: newTransport(buffers)}
+	g := &Gateway{signer: d.Signer, roles: d.Roles, observe: d.Observe, log: d.Log, now: now, transport: newTransport(buffers)}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:   g.rewrite,
 		Transport: g.transport,

@@ -86,6 +86,15 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 		// The prefix is plain characters, so it begins the raw path too.
 		ex.rawPath = rt.replace + strings.TrimPrefix(req.URL.RawPath, rt.cfg.Prefix)
 	}
+	if ex.id != nil && g.roles != nil {
+		// The identity is this request's own; its roles came from the
+		// token and may be stale, and an upstream may decide by them.
+		roles, err := g.roles.CurrentRoles(req.Context(), ex.id.TenantID, ex.id.UserID)
+		if err != nil {
+			return fmt.Errorf("gateway: route %s: current roles: %w", rt.cfg.Name, err)
+		}
+		ex.id.Roles = roles
+	}
 	if rt.cfg.InternalToken {
 		tok, err := g.signer.SignInternal(req.Context(), rt.cfg.Name, ex.id)
 		if err != nil {

@@ -2,15 +2,19 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"gatehouse/platform/fault"
 	"gatehouse/platform/httpx"
 )
 
@@ -284,6 +288,41 @@ func TestNestedRouteCase(t *testing.T) {
 		if s := decodeSeen(t, res, body); s.RequestURI != p {
 			t.Errorf("%s arrived as %s", p, s.RequestURI)
 		}
+	}
+}
+
+// rolesFunc is a Roles answering from a function.
+type rolesFunc func(tenantID, userID string) ([]string, error)
+
+func (f rolesFunc) CurrentRoles(_ context.Context, tenantID, userID string) ([]string, error) {
+	return f(tenantID, userID)
+}
+
+// TestCurrentRoles shows X-Gatehouse-Roles carries the roles Deps.Roles
+// gives, not the identity's (a token's, possibly stale), and that a caller
+// whose roles cannot be read is not forwarded.
+func TestCurrentRoles(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	var fail atomic.Bool
+	roles := rolesFunc(func(tenantID, userID string) ([]string, error) {
+		if fail.Load() {
+			return nil, fmt.Errorf("rbac: %w", fault.ErrUnavailable)
+		}
+		return []string{"now-" + tenantID + "-" + userID}, nil
+	})
+	h := newHarness(t, []RouteConfig{testRoute("svc", "/svc", "authenticated", up.URL)}, nil,
+		func(s *setup) { s.deps.Roles = roles })
+	user := map[string]string{"X-Test-User": "u1|t1|admin,editor"}
+	res, body := h.do(http.MethodGet, "/svc/x", nil, user)
+	if got := decodeSeen(t, res, body).Header["X-Gatehouse-Roles"]; !slices.Equal(got, []string{"now-t1-u1"}) {
+		t.Errorf("X-Gatehouse-Roles %q, want the current roles", got)
+	}
+	fail.Store(true)
+	if res, body := h.do(http.MethodGet, "/svc/x", nil, user); res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("roles unreadable: %d %s, want 503", res.StatusCode, body)
+	}
+	if n := up.hits.Load(); n != 1 {
+		t.Fatalf("the upstream got %d requests, want 1", n)
 	}
 }
 

@@ -11,8 +11,11 @@ type Identity struct {
 	UserID    string
 	TenantID  string
 	SessionID string
-	TokenID   string    // the access token's jti
-	Roles     []string  // shared with the verified-token cache: never change it
+	TokenID   string // the access token's jti
+	// Roles are the roles the access token names, as of its issue; the
+	// gateway puts the current ones in their place. Shared with the
+	// verified-token cache: never change the slice's elements.
+	Roles     []string
 	ExpiresAt time.Time // the access token's exp
 	// HomeTenantID is the token's tid when a super admin acts inside
 	// another tenant (TenantID is then that tenant); else empty.
