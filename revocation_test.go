@@ -224,6 +224,44 @@ func TestDenylistSurvivesALostStore(t *testing.T) {
 	}
 }
 
+// A denial outlasts every instance's acceptance of the tokens it denies:
+// up to the leeway past exp, on an instance whose clock runs up to the
+// leeway behind the issuer's. So denials live until exp plus twice the
+// leeway, whether written by a logout or by a rebuilt denylist.
+func TestDenialsOutlastSkewedClocks(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[1])
+	app := startApp(t, cfg)
+	app.register(t, "skew@example.com", "correct horse battery", "")
+	tok := app.login(t, "skew@example.com", "correct horse battery", "").AccessToken
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: tok}), 204, "")
+	c := claims(t, tok)
+	rdb := app.kv.(*kv.Redis).Client()
+	ctx := context.Background()
+	ttl := func(key string) time.Duration {
+		t.Helper()
+		d, err := rdb.PTTL(ctx, cfg.Redis.Prefix+key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	within := func(what string, got, want time.Duration) {
+		t.Helper()
+		if got > want || got < want-5*time.Second {
+			t.Errorf("%s lives %s, want %s", what, got, want)
+		}
+	}
+	past := 2 * cfg.Auth.Leeway
+	within("deny:sid", ttl("deny:sid:"+c.SessionID), cfg.Auth.AccessTTL+past)
+	within("deny:jti", ttl("deny:jti:"+c.ID), time.Until(c.ExpiresAt.Time)+past)
+	if err := app.kv.Delete(ctx, "deny:sid:"+c.SessionID, "deny:jti:"+c.ID, "deny:epoch"); err != nil {
+		t.Fatal(err)
+	}
+	wantRejected(t, startApp(t, cfg).me(t, tok)) // rebuilds the denylist
+	within("rebuilt deny:sid", ttl("deny:sid:"+c.SessionID), cfg.Auth.AccessTTL+past)
+}
+
 // setFails is a key-value store whose writes (Set, Incr) of keys under
 // prefix fail once left of them have gone through, while armed: a store
 // that drops out in the middle of a change.

@@ -464,7 +464,7 @@ func (s *Service) endSessions(ctx context.Context, userID, reason string, where 
 		return nil, err
 	}
 	for _, id := range ids {
-		if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.cfg.AccessTTL+s.cfg.Leeway); err != nil {
+		if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.cfg.AccessTTL+s.denyPastExp()); err != nil {
 			return nil, err
 		}
 	}
@@ -474,8 +474,14 @@ func (s *Service) endSessions(ctx context.Context, userID, reason string, where 
 	return ids, nil
 }
 
+// denyPastExp is how long a denial must outlast the exp of the tokens it
+// denies: a token passes until exp + leeway on a verifier whose clock may
+// run up to the leeway (the clock skew allowed) behind the issuer's or the
+// revoker's.
+func (s *Service) denyPastExp() time.Duration { return 2 * s.cfg.Leeway }
+
 func (s *Service) denyToken(ctx context.Context, id *httpx.Identity) error {
-	ttl := time.Until(id.ExpiresAt) + s.cfg.Leeway
+	ttl := time.Until(id.ExpiresAt) + s.denyPastExp()
 	if ttl <= 0 {
 		return nil
 	}
@@ -504,7 +510,7 @@ func (s *Service) denylistReady(ctx context.Context) error {
 	if _, err := s.kv.Get(ctx, denyEpochKey); err == nil {
 		return nil // rebuilt while this request waited
 	}
-	window := s.cfg.AccessTTL + s.cfg.Leeway
+	window := s.cfg.AccessTTL + s.denyPastExp()
 	now := s.now()
 	revoked, err := s.store.revokedSince(ctx, now.Add(-window))
 	if err != nil {
