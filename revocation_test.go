@@ -361,6 +361,47 @@ func TestSuspensionRetriedAfterAStoreFailure(t *testing.T) {
 	wantStatus(t, app.me(t, w.member.token), 403, "tenant_suspended")
 }
 
+// setHook is a key-value store that, once armed, runs hook before the
+// next Set of a key under prefix goes through: a competing change landing
+// between another's commit and its write to kv.
+type setHook struct {
+	kv.Store
+	prefix string
+	armed  atomic.Bool
+	hook   func()
+}
+
+func (s *setHook) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if strings.HasPrefix(key, s.prefix) && s.armed.CompareAndSwap(true, false) {
+		s.hook()
+	}
+	return s.Store.Set(ctx, key, v, ttl)
+}
+
+// A resumption and a suspension racing: the suspension commits and writes
+// its status to kv between the resumption's commit and its own write. The
+// store must end as the database is, suspended, and not let the members in.
+func TestSuspensionRacingResumption(t *testing.T) {
+	t.Parallel()
+	store := &setHook{prefix: "tenant:status:"}
+	app := startAppOn(t, testConfig(t, backends[0]), func(s kv.Store) kv.Store { store.Store = s; return store })
+	w := newWorldOn(t, app)
+	status := func(s string) tenant.UpdateTenantRequest { return tenant.UpdateTenantRequest{Status: &s} }
+	path := "/v1/tenants/" + w.acme
+	wantStatus(t, w.as(t, w.super, "PATCH", path, status(tenant.StatusSuspended)), 200, "")
+	store.hook = func() { wantStatus(t, w.as(t, w.super, "PATCH", path, status(tenant.StatusSuspended)), 200, "") }
+	store.armed.Store(true)
+	rec := w.as(t, w.super, "PATCH", path, status(tenant.StatusActive))
+	if store.armed.Load() {
+		t.Fatal("the suspension did not run between the resumption's commit and its write")
+	}
+	wantStatus(t, rec, 200, "")
+	if got := decode[tenant.TenantResponse](t, rec).Status; got != tenant.StatusSuspended {
+		t.Errorf("the resumption answered status %q; the database holds suspended", got)
+	}
+	wantStatus(t, app.me(t, w.member.token), 403, "tenant_suspended")
+}
+
 // A refresh that read its session live while a logout ended it issues no
 // tokens: its rotation commits only into a session still live. Otherwise
 // its access token, issued after the logout, could outlive the session's

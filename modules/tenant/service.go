@@ -3,6 +3,7 @@ package tenant
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -178,24 +179,49 @@ func (s *Service) Update(ctx context.Context, actor, id string, name, status, pl
 	if err := s.store.update(ctx, id, fields); err != nil {
 		return Tenant{}, err
 	}
+	var after Tenant
 	if status != nil {
 		// After the commit, and overwriting: see suspended. Also when the
 		// status is unchanged: a retry of an update whose write here failed
 		// after the commit finds the new status already stored, and must
 		// still finish it.
-		if err := s.kv.Set(ctx, statusKey(id), []byte(*status), statusTTL); err != nil {
+		if after, err = s.storeStatus(ctx, id, *status); err != nil {
 			return Tenant{}, err
 		}
 		if err := s.roles.Invalidate(ctx); err != nil {
 			return Tenant{}, err
 		}
-	}
-	after, err := s.store.byID(ctx, id)
-	if err != nil {
+	} else if after, err = s.store.byID(ctx, id); err != nil {
 		return Tenant{}, err
 	}
 	s.record(ctx, actor, id, "tenant.update", "tenant", id, before, after)
 	return after, nil
+}
+
+// maxStatusWrites bounds storeStatus's rounds: each needs another update
+// of the same tenant's status to have committed meanwhile.
+const maxStatusWrites = 10
+
+// storeStatus writes a tenant's status to kv after an update committed it,
+// then reads the tenant back to check the database still holds it: an
+// update racing this one may have committed the other status and written
+// it to kv before this write landed, which would leave kv opposite to the
+// database (a suspended tenant's members let in) until the key expires. On
+// a mismatch it writes what the database holds and checks again, so that
+// whichever update writes last finds the database agreeing, and kv ends as
+// the database is. It returns the tenant as read.
+func (s *Service) storeStatus(ctx context.Context, id, status string) (Tenant, error) {
+	for range maxStatusWrites {
+		if err := s.kv.Set(ctx, statusKey(id), []byte(status), statusTTL); err != nil {
+			return Tenant{}, err
+		}
+		t, err := s.store.byID(ctx, id)
+		if err != nil || t.Status == status {
+			return t, err
+		}
+		status = t.Status
+	}
+	return Tenant{}, fmt.Errorf("tenant %s: its status changed %d times during one update", id, maxStatusWrites)
 }
 
 // UpdateSettings changes a tenant's default role and allowed sign-in
