@@ -312,8 +312,17 @@ func (a *app) Close() error {
 // instances (see kv.Mirror). The in-process store is already local, so it
 // is used as it is.
 func mirrorHotKeys(ctx context.Context, store kv.Store, log *slog.Logger) (kv.Store, error) {
-	if _, ok := store.(*kv.Redis); !ok {
+	r, ok := store.(*kv.Redis)
+	if !ok {
 		return store, nil
+	}
+	// Told, not refused: managed Redis services often set an evicting
+	// policy by default and may not let it be read.
+	if policy, err := r.EvictionPolicy(ctx); err != nil {
+		log.Warn("redis: could not read maxmemory-policy; it must be noeviction, or revoked tokens may pass again", "error", err.Error())
+	} else if policy != "" {
+		log.Error("redis: maxmemory-policy "+policy+" may evict revocation denials, and a revoked token would then pass "+
+			"until it expires: set maxmemory-policy noeviction", "maxmemory_policy", policy)
 	}
 	m, err := kv.NewMirror(ctx, store, "mirror", log, "deny:", "rbac:version", "tenant:status:")
 	if err != nil {

@@ -51,6 +51,37 @@ func TestRedis(t *testing.T) {
 	runContract(t, open)
 }
 
+// TestRedisEvictionPolicy reads the server's eviction settings: safe
+// without a maxmemory or with noeviction, named otherwise. It changes the
+// test server's settings for a moment (maxmemory 1 GB, far above what the
+// tests use) and puts them back.
+func TestRedisEvictionPolicy(t *testing.T) {
+	url := testenv.Need(t, testenv.EnvRedis)
+	s := redisOpener(t, url)(t, newPrefix()).(*Redis)
+	ctx := context.Background()
+	old, err := s.Client().ConfigGet(ctx, "maxmemory*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Client().ConfigSet(ctx, "maxmemory-policy", old["maxmemory-policy"])
+		s.Client().ConfigSet(ctx, "maxmemory", old["maxmemory"])
+	})
+	for _, c := range []struct{ maxmemory, policy, want string }{
+		{"0", "volatile-lru", ""}, {"1gb", "noeviction", ""}, {"1gb", "volatile-ttl", "volatile-ttl"}, {"1gb", "allkeys-lru", "allkeys-lru"},
+	} {
+		if err := s.Client().ConfigSet(ctx, "maxmemory", c.maxmemory).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Client().ConfigSet(ctx, "maxmemory-policy", c.policy).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.EvictionPolicy(ctx); err != nil || got != c.want {
+			t.Errorf("maxmemory %s, %s: %q %v, want %q", c.maxmemory, c.policy, got, err, c.want)
+		}
+	}
+}
+
 func TestRedisCluster(t *testing.T) {
 	url := testenv.Need(t, testenv.EnvRedisCluster)
 	t.Parallel()

@@ -158,6 +158,23 @@ func (r *Redis) Client() redis.UniversalClient {
 	return r.client
 }
 
+// EvictionPolicy returns the server's maxmemory-policy when it may evict
+// keys (a maxmemory is set and the policy is not noeviction), else "". Such
+// a server may drop revocation denials, whose loss nothing detects: a
+// volatile-* policy evicts only keys with a ttl, the denials, and keeps the
+// marker that says the denylist is whole. A server that refuses CONFIG, as
+// managed services often do, gives an error.
+func (r *Redis) EvictionPolicy(ctx context.Context) (string, error) {
+	cfg, err := r.client.ConfigGet(ctx, "maxmemory*").Result()
+	if err != nil {
+		return "", fail("config get", err)
+	}
+	if policy := cfg["maxmemory-policy"]; cfg["maxmemory"] != "0" && policy != "noeviction" {
+		return policy, nil
+	}
+	return "", nil
+}
+
 // Get returns the value stored at key, or ErrNotFound.
 func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
 	b, err := r.client.Get(ctx, r.prefix+key).Bytes()
