@@ -175,7 +175,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	ap := &app{mirror: mirror, auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
 		routesFile: cfg.Gateway.RoutesFile,
 		gatewayDeps: gateway.Deps{Signer: tokens, Roles: authz.Service(), Log: log, Observe: met.Upstream, WriteTimeout: cfg.HTTP.WriteTimeout,
-			Reserved: []string{auth.CookiePath}}}
+			Reserved: []string{auth.CookiePath}, Cookies: auth.Cookies()}}
 	// build makes the server for a gateway: the same modules and slots, the
 	// gateway's routes, and a document describing exactly what is served.
 	ap.build = func(gw *gateway.Gateway) (*httpx.Server, error) {

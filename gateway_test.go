@@ -280,19 +280,30 @@ func jwtPart(t *testing.T, raw string, i int) []byte {
 
 // A route whose prefix lies above the session cookies' path proxies its
 // own paths, but nothing under /v1/auth reaches the upstream, so the
-// browser's refresh cookie (scoped to that path) is never handed to it.
+// browser's refresh cookie (scoped to that path) is never handed to it;
+// nor may the upstream set that cookie.
 func TestGatewayKeepsTheCookiePath(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Add("Set-Cookie", "gatehouse_refresh=planted; Path=/v1/auth; HttpOnly")
+		w.Header().Add("Set-Cookie", "theme=dark")
+	}))
+	t.Cleanup(up.Close)
 	cfg := testConfig(t, backends[0])
 	writeRoutes(t, cfg.Gateway.RoutesFile, "routes:\n  - name: v1\n    prefix: /v1\n    upstreams: ["+up.URL+"]\n    auth: public\n")
 	a := startApp(t, cfg)
-	wantStatus(t, a.do(t, req{method: "GET", path: "/v1/catalogue"}), 200, "")
+	rec := a.do(t, req{method: "GET", path: "/v1/catalogue"})
+	wantStatus(t, rec, 200, "")
+	if got := rec.Header().Values("Set-Cookie"); len(got) != 1 || got[0] != "theme=dark" {
+		t.Errorf("Set-Cookie from the upstream: %q", got)
+	}
 	for _, p := range []string{"/v1/auth/callback", "/v1/auth/x/y"} {
 		wantStatus(t, a.do(t, req{method: "GET", path: p, header: map[string]string{"Cookie": "gatehouse_refresh=r; gatehouse_csrf=c"}}),
 			404, "not_found")
 	}
-	if n := up.hits.Load(); n != 1 {
+	if n := hits.Load(); n != 1 {
 		t.Fatalf("the upstream got %d requests, want 1", n)
 	}
 }

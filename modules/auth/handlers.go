@@ -185,6 +185,10 @@ const (
 	csrfHeader    = "X-CSRF-Token"
 )
 
+// Cookies returns the session cookies' names. Only Gatehouse may set them:
+// the gateway drops an upstream's Set-Cookie for either (app.go).
+func Cookies() []string { return []string{refreshCookie, csrfCookie} }
+
 // CookiePath is the path the session cookies are scoped to. Nothing under
 // it may reach an upstream through the gateway (app.go reserves it), or
 // the browser would hand the upstream the refresh cookie.

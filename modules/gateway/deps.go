@@ -45,4 +45,10 @@ type Deps struct {
 	// app.go reserves the auth module's cookie path, so the browser never
 	// sends the refresh cookie to an upstream.
 	Reserved []string
+	// Cookies are cookie names only Gatehouse may set (app.go passes the
+	// session cookies'). An upstream's Set-Cookie for one is dropped and
+	// logged: an upstream shares Gatehouse's origin, and could otherwise
+	// plant a session of its choosing in a user's browser (signing the
+	// user in as someone else) or overwrite the user's own.
+	Cookies []string
 }

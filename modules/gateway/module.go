@@ -36,6 +36,7 @@ type Gateway struct {
 	transport *direct
 	signer    Signer
 	roles     Roles
+	cookies   []string // see Deps.Cookies
 	observe   func(route string, d time.Duration, outcome string)
 	log       *slog.Logger
 	now       func() time.Time // the breakers' clock
@@ -83,7 +84,7 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	buffers := &bufferPool{}
-	g := &Gateway{signer: d.Signer, roles: d.Roles, observe: d.Observe, log: d.Log, now: now, transport: newTransport(buffers)}
+	g := &Gateway{signer: d.Signer, roles: d.Roles, cookies: d.Cookies, observe: d.Observe, log: d.Log, now: now, transport: newTransport(buffers)}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:   g.rewrite,
 		Transport: g.transport,

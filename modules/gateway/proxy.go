@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -313,6 +314,14 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	default:
 		ex.up.succeeded()
 	}
+	if sc := res.Header["Set-Cookie"]; len(sc) > 0 && len(g.cookies) > 0 {
+		kept := slices.DeleteFunc(slices.Clone(sc), g.ownCookie)
+		if len(kept) < len(sc) {
+			g.log.Warn("gateway: an upstream's Set-Cookie for a Gatehouse cookie was dropped",
+				"route", ex.rt.cfg.Name, "upstream", ex.up.name, "request_id", ex.reqID)
+			res.Header["Set-Cookie"] = kept
+		}
+	}
 	if strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
 		// An event stream is open-ended: the server's write timeout, meant
 		// for one response, would cut it off.
@@ -323,6 +332,12 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		delete(h, k)
 	}
 	return nil
+}
+
+// ownCookie reports whether a Set-Cookie line sets one of Deps.Cookies.
+func (g *Gateway) ownCookie(line string) bool {
+	name, _, _ := strings.Cut(line, "=")
+	return slices.Contains(g.cookies, strings.TrimSpace(name))
 }
 
 // proxyError is the ReverseProxy's ErrorHandler: it writes nothing, so the

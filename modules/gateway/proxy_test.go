@@ -326,6 +326,28 @@ func TestCurrentRoles(t *testing.T) {
 	}
 }
 
+// TestUpstreamCannotSetOurCookies shows an upstream's Set-Cookie for one
+// of Gatehouse's cookies is dropped and logged, on both transports, while
+// its other cookies pass.
+func TestUpstreamCannotSetOurCookies(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header()["Set-Cookie"] = []string{"gatehouse_refresh=planted; Path=/v1/auth; HttpOnly", "theme=dark; Path=/",
+			" gatehouse_csrf =x; Path=/v1/auth", "gatehouse_refresh_not=1"}
+	})
+	h := newHarness(t, []RouteConfig{testRoute("svc", "/svc", "public", up.URL)}, nil,
+		func(s *setup) { s.deps.Cookies = []string{"gatehouse_refresh", "gatehouse_csrf"} })
+	for _, method := range []string{http.MethodGet, http.MethodPost} { // the direct path, then http.Transport
+		res, _ := h.do(method, "/svc/x", strings.NewReader(""), nil)
+		if got := res.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"theme=dark; Path=/", "gatehouse_refresh_not=1"}) {
+			t.Errorf("%s: Set-Cookie %q", method, got)
+		}
+	}
+	if n := strings.Count(h.logs.String(), "Set-Cookie for a Gatehouse cookie was dropped"); n != 2 {
+		t.Errorf("%d drops logged, want 2:\n%s", n, h.logs)
+	}
+}
+
 // TestReservedPrefix shows a path Gatehouse keeps to itself (its session
 // cookies' path) never reaches an upstream, even through a route whose
 // prefix lies above it, while its neighbours do.
