@@ -4,8 +4,11 @@
 // HTTP and touches no dependency, so it stays cheap under any load.
 // /health/detailed checks every dependency; /health/database and
 // /health/cache check one each. A check answers 503 when a required
-// dependency is down, and recovers on its own when the dependency returns:
-// every request checks afresh.
+// dependency is down, and recovers on its own when the dependency returns.
+// These routes are public and exempt from the default rate limits (a probe
+// must not be refused), so a dependency is pinged at most once a second
+// (Reuse) whatever the request rate: a flood of health requests cannot
+// tie up the database's connections.
 package health
 
 import (
@@ -14,7 +17,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -53,17 +55,31 @@ type Report struct {
 	Components []Component `json:"components,omitempty"`
 }
 
+// Reuse is how long a check's result answers later requests.
+const Reuse = time.Second
+
 // Checker runs the checks with a timeout each.
 type Checker struct {
 	checks  []Check
 	timeout time.Duration
 	log     *slog.Logger
-	down    []atomic.Bool // last state per check, so an outage is logged once
+	last    []result      // per check
+	reuse   time.Duration // Reuse; tests change it
+	now     func() time.Time
+}
+
+// result is a check's latest result. Its lock is held while the check
+// runs, so requests arriving meanwhile wait for it rather than ping again.
+type result struct {
+	mu   sync.Mutex
+	at   time.Time
+	comp Component
+	down bool // so that an outage is logged once
 }
 
 // New returns a Checker; each check gets at most timeout.
 func New(timeout time.Duration, log *slog.Logger, checks ...Check) *Checker {
-	return &Checker{checks: checks, timeout: timeout, log: log, down: make([]atomic.Bool, len(checks))}
+	return &Checker{checks: checks, timeout: timeout, log: log, last: make([]result, len(checks)), reuse: Reuse, now: time.Now}
 }
 
 // Run checks the named components (all when names is empty) concurrently.
@@ -108,7 +124,15 @@ func (h *Checker) Run(ctx context.Context, names ...string) Report {
 }
 
 func (h *Checker) check(ctx context.Context, i int, c Check) Component {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	last := &h.last[i]
+	last.mu.Lock()
+	defer last.mu.Unlock()
+	if !last.at.IsZero() && h.now().Sub(last.at) < h.reuse {
+		return last.comp
+	}
+	// Not cancelled with the request that runs it: others may be waiting
+	// for its answer.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.timeout)
 	defer cancel()
 	start := time.Now()
 	err := c.Ping(ctx)
@@ -119,12 +143,13 @@ func (h *Checker) check(ctx context.Context, i int, c Check) Component {
 		if errors.Is(err, context.DeadlineExceeded) {
 			comp.Error = "timeout"
 		}
-		if !h.down[i].Swap(true) {
+		if !last.down {
 			h.log.Error("dependency down", "component", c.Name, "backend", c.Backend, "error", err.Error())
 		}
-	} else if h.down[i].Swap(false) {
+	} else if last.down {
 		h.log.Info("dependency recovered", "component", c.Name, "backend", c.Backend)
 	}
+	last.at, last.comp, last.down = h.now(), comp, comp.Status == "down"
 	return comp
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,11 +42,13 @@ func (d *dep) ping(ctx context.Context) error {
 func (d *dep) fail(err error) { d.err.Store(&err) }
 func (d *dep) heal()          { d.err.Store(nil) }
 
-func setup(t *testing.T, checks ...Check) (http.Handler, *bytes.Buffer) {
+// setup serves checks; adjust may change the Checker before it serves.
+func setup(t *testing.T, adjust func(*Checker), checks ...Check) (http.Handler, *bytes.Buffer) {
 	t.Helper()
 	logs := &bytes.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	h := New(50*time.Millisecond, log, checks...)
+	adjust(h)
 	s := httpx.New(httpx.Options{Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 1024})
 	if err := s.Mount(h.Routes()...); err != nil {
 		t.Fatal(err)
@@ -66,7 +69,9 @@ func get(t *testing.T, h http.Handler, path string) (int, Report, string) {
 
 func TestHealth(t *testing.T) {
 	db, cache, extra := &dep{}, &dep{}, &dep{}
-	h, logs := setup(t,
+	// Every request checks afresh here; TestHealthReusesResults has the
+	// window.
+	h, logs := setup(t, func(h *Checker) { h.reuse = 0 },
 		Check{Name: "database", Backend: "postgres", Required: true, Ping: db.ping},
 		Check{Name: "cache", Backend: "redis", Required: true, Ping: cache.ping},
 		Check{Name: "mail", Backend: "smtp", Required: false, Ping: extra.ping},
@@ -129,5 +134,41 @@ func TestHealth(t *testing.T) {
 	code, rep, _ = get(t, h, "/health/cache")
 	if code != 503 || rep.Components[0].Error != "timeout" || time.Since(start) > 500*time.Millisecond {
 		t.Errorf("hanging cache: %d %+v after %s", code, rep, time.Since(start))
+	}
+}
+
+// TestHealthReusesResults shows a flood of health requests pings each
+// dependency once a Reuse window: requests arriving while a check runs
+// wait for its answer, later ones within the window get it too, and the
+// first request after the window checks again.
+func TestHealthReusesResults(t *testing.T) {
+	db, cache := &dep{delay: 20 * time.Millisecond}, &dep{}
+	var now atomic.Int64
+	now.Store(time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC).UnixNano())
+	h, _ := setup(t, func(h *Checker) { h.now = func() time.Time { return time.Unix(0, now.Load()) } },
+		Check{Name: "database", Backend: "postgres", Required: true, Ping: db.ping},
+		Check{Name: "cache", Backend: "redis", Required: true, Ping: cache.ping},
+	)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if code, _, body := get(t, h, "/health/detailed"); code != 200 {
+				t.Errorf("%d %s", code, body)
+			}
+		})
+	}
+	wg.Wait()
+	if db.calls.Load() != 1 || cache.calls.Load() != 1 {
+		t.Fatalf("32 requests pinged the database %d and the cache %d times, want once each", db.calls.Load(), cache.calls.Load())
+	}
+	// Within the window an outage is not seen yet; after it, it is.
+	db.fail(errors.New("down"))
+	now.Add(int64(Reuse - time.Millisecond))
+	if code, _, _ := get(t, h, "/health/database"); code != 200 || db.calls.Load() != 1 {
+		t.Errorf("within the window: %d, %d pings", code, db.calls.Load())
+	}
+	now.Add(int64(time.Millisecond))
+	if code, _, _ := get(t, h, "/health/database"); code != 503 || db.calls.Load() != 2 {
+		t.Errorf("after the window: %d, %d pings", code, db.calls.Load())
 	}
 }
