@@ -97,6 +97,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		return nil, err
 	}
 	limits.RecordRefusals(events)
+	warnIfEvicting(ctx, store, log)
 	shared, err := mirrorHotKeys(ctx, store, log)
 	if err != nil {
 		return nil, err
@@ -305,6 +306,23 @@ func (a *app) Close() error {
 	return errors.Join(a.limiter.Close(), a.audit.Close(ctx))
 }
 
+// warnIfEvicting logs an error when the store is a Redis that may evict
+// keys, which could drop revocation denials unnoticed (kv.Redis.
+// EvictionPolicy). Told, not refused: managed Redis services often set an
+// evicting policy by default, and may not let it be read.
+func warnIfEvicting(ctx context.Context, store kv.Store, log *slog.Logger) {
+	r, ok := store.(*kv.Redis)
+	if !ok {
+		return
+	}
+	if policy, err := r.EvictionPolicy(ctx); err != nil {
+		log.Warn("redis: could not read maxmemory-policy; it must be noeviction, or revoked tokens may pass again", "error", err.Error())
+	} else if policy != "" {
+		log.Error("redis: maxmemory-policy "+policy+" may evict revocation denials, and a revoked token would then pass "+
+			"until it expires: set maxmemory-policy noeviction", "maxmemory_policy", policy)
+	}
+}
+
 // mirrorHotKeys returns the store the modules use. On Redis it is a
 // kv.Mirror of the keys every authenticated request reads: the revocation
 // denylist (auth), the permissions version (rbac) and tenant status
@@ -312,17 +330,8 @@ func (a *app) Close() error {
 // instances (see kv.Mirror). The in-process store is already local, so it
 // is used as it is.
 func mirrorHotKeys(ctx context.Context, store kv.Store, log *slog.Logger) (kv.Store, error) {
-	r, ok := store.(*kv.Redis)
-	if !ok {
+	if _, ok := store.(*kv.Redis); !ok {
 		return store, nil
-	}
-	// Told, not refused: managed Redis services often set an evicting
-	// policy by default and may not let it be read.
-	if policy, err := r.EvictionPolicy(ctx); err != nil {
-		log.Warn("redis: could not read maxmemory-policy; it must be noeviction, or revoked tokens may pass again", "error", err.Error())
-	} else if policy != "" {
-		log.Error("redis: maxmemory-policy "+policy+" may evict revocation denials, and a revoked token would then pass "+
-			"until it expires: set maxmemory-policy noeviction", "maxmemory_policy", policy)
 	}
 	m, err := kv.NewMirror(ctx, store, "mirror", log, "deny:", "rbac:version", "tenant:status:")
 	if err != nil {
