@@ -11,8 +11,8 @@ import (
 var (
 	// ErrInvalidPath: the path has a dot segment, an encoded slash or
 	// backslash, a backslash, an empty segment, a control character, a
-	// semicolon or an encoded letter or digit, or names a nested route's
-	// prefix in another letter case. Such paths can mean one thing to the
+	// semicolon, an encoded letter or digit or an escape escaped twice, or
+	// names a nested route's prefix in another letter case. Such paths can mean one thing to the
 	// gateway's route table and another to an upstream, so none is
 	// forwarded.
 	ErrInvalidPath = fault.New(fault.Invalid, "invalid_path", "the request path is not allowed through the gateway")

@@ -23,7 +23,10 @@ import (
 //     route of "/api" while the upstream reads "/api/admin/y";
 //   - an encoded letter, digit or - . _ ~, which no client needs to encode:
 //     Echo routes on the raw path, so "/api/%6Frders" would reach the
-//     route of "/api" while the upstream reads "/api/orders".
+//     route of "/api" while the upstream reads "/api/orders";
+//   - an escape escaped again ("%252e", which decodes to "%2e"): an
+//     upstream that decodes twice would read "/api/%252e%252e/admin" as
+//     "/api/../admin".
 //
 // A trailing slash is allowed.
 func safePath(u *url.URL) bool {
@@ -35,6 +38,11 @@ func safePath(u *url.URL) bool {
 		switch c := p[i]; {
 		case c == '\\' || c == ';' || c < 0x20 || c == 0x7f:
 			return false
+		case c == '%' && i+2 < len(p):
+			// The decoded path holds a '%' only where "%25" was sent.
+			if _, ok := unhex(p[i+1], p[i+2]); ok {
+				return false
+			}
 		case c == '/' && p[i-1] == '/':
 			return false
 		case c == '.':

@@ -245,6 +245,7 @@ func TestPathSafety(t *testing.T) {
 		"/api/x/..", "/api/x/.", "/api/x%2fy", "/api/x%2Fy", "/api/x%5cy", "/api/x%5Cy", `/api/x\y`, `/api/x\..\y`,
 		"/api//x", "/api/x//", "/api/%6Frders", "/api/x%41", "/api/x%00y", "/api/x%0d%0ay",
 		"/api/x;y", "/api/x;jsessionid=1/y", "/api/x%3By", "/api/x%3by", "/api/..;/admin",
+		"/api/%252e%252e/admin", "/api/x%252Fy", "/api/%25%32e%25%32e/admin", "/api/x%2541",
 	}
 	for _, p := range bad {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
@@ -255,7 +256,7 @@ func TestPathSafety(t *testing.T) {
 	if n := up.hits.Load(); n != 0 {
 		t.Fatalf("the upstream got %d unsafe paths", n)
 	}
-	for _, p := range []string{"/api/x/", "/api/a..b/...", "/api/.well-known", "/api/x%20y", "/api/%E2%82%AC"} {
+	for _, p := range []string{"/api/x/", "/api/a..b/...", "/api/.well-known", "/api/x%20y", "/api/%E2%82%AC", "/api/100%25", "/api/%25zz", "/api/x%25"} {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 		if s := decodeSeen(t, res, body); s.RequestURI != p {
 			t.Errorf("%s arrived as %s", p, s.RequestURI)
