@@ -16,6 +16,7 @@ import (
 
 	"gatehouse/modules/auth"
 	"gatehouse/platform/config"
+	"gatehouse/platform/kv"
 )
 
 // Invalid email, empty or oversized fields, unknown tenant: 400 naming the
@@ -240,9 +241,10 @@ func TestSwitchTenant(t *testing.T) {
 func TestIntrospect(t *testing.T) {
 	t.Parallel()
 	sum := sha256.Sum256([]byte("s3rvice-secret"))
-	app := newTestApp(t, backends[0], func(c *config.Config) {
-		c.Auth.IntrospectClients = []string{"orders:" + hex.EncodeToString(sum[:])}
-	})
+	cfg := testConfig(t, backends[0])
+	cfg.Auth.IntrospectClients = []string{"orders:" + hex.EncodeToString(sum[:])}
+	store := &getFails{prefix: "rbac:version"}
+	app := startAppOn(t, cfg, func(s kv.Store) kv.Store { store.Store = s; return store })
 	app.register(t, "judy@example.com", "correct horse battery", "")
 	p := app.login(t, "judy@example.com", "correct horse battery", "")
 	intro := func(user, pass, tok string) *httpRecorder {
@@ -281,6 +283,14 @@ func TestIntrospect(t *testing.T) {
 	}
 	inactive("garbage")
 	inactive(p.RefreshToken)
+	// A store that cannot answer makes an active token read as inactive,
+	// and says why in the log only.
+	store.armed.Store(true)
+	inactive(p.AccessToken)
+	store.armed.Store(false)
+	if !strings.Contains(app.logs.String(), "introspection answered inactive") || !strings.Contains(app.logs.String(), "store down") {
+		t.Errorf("the failed introspection was not logged with its cause:\n%s", app.logs)
+	}
 	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: p.AccessToken}), 204, "")
 	inactive(p.AccessToken)
 	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/oauth/introspect", body: `{"token":"x"}`,

@@ -361,6 +361,21 @@ func TestSuspensionRetriedAfterAStoreFailure(t *testing.T) {
 	wantStatus(t, app.me(t, w.member.token), 403, "tenant_suspended")
 }
 
+// getFails is a key-value store whose reads of keys under prefix fail
+// while armed.
+type getFails struct {
+	kv.Store
+	prefix string
+	armed  atomic.Bool
+}
+
+func (s *getFails) Get(ctx context.Context, key string) ([]byte, error) {
+	if s.armed.Load() && strings.HasPrefix(key, s.prefix) {
+		return nil, errors.New("store down")
+	}
+	return s.Store.Get(ctx, key)
+}
+
 // setHook is a key-value store that, once armed, runs hook before the
 // next Set of a key under prefix goes through: a competing change landing
 // between another's commit and its write to kv.

@@ -575,6 +575,10 @@ func (s *Service) Introspect(ctx context.Context, raw, clientID string) (*token.
 			c = nil
 		}
 	}
+	if err != nil {
+		// The client hears only "active": false; the cause goes here.
+		s.log.WarnContext(ctx, "introspection answered inactive: the token's state could not be read", "error", err.Error())
+	}
 	s.record(ctx, audit.Event{Action: "oauth.introspect", Outcome: audit.Success, Actor: audit.Service(clientID),
 		Metadata: map[string]any{"active": c != nil}})
 	return c, err
