@@ -57,6 +57,13 @@ type RouteConfig struct {
 	// Retries is how many more upstreams an idempotent request without a
 	// body may try when it cannot reach one (0 to 10).
 	Retries int `yaml:"retries"`
+	// MaxRequests bounds the requests in flight to each of the route's
+	// upstreams, streams and WebSockets included; by default 1024. An
+	// upstream at its bound is passed over until one ends; when every
+	// upstream is, the answer is at once 503 upstream_unavailable, not a
+	// queue that would hold the client: a flood reaching Gatehouse does
+	// not all reach the upstream.
+	MaxRequests int `yaml:"max_requests"`
 	// MaxBodyBytes bounds a request body; by default 10 MiB. Bodies stream
 	// through: this is a limit, not a buffer.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
@@ -98,13 +105,15 @@ type Breaker struct {
 const (
 	DefaultTimeout      = 30 * time.Second
 	DefaultMaxBodyBytes = 10 << 20
+	DefaultMaxRequests  = 1024
 	DefaultFailures     = 5
 	DefaultCooldown     = 30 * time.Second
 	DefaultInterval     = 10 * time.Second
 )
 
 const (
-	maxRetries = 10
+	maxRetries     = 10
+	maxMaxRequests = 1 << 20
 	// maxUpstreams keeps the set of upstreams a request has tried in
 	// one machine word.
 	maxUpstreams = 64
@@ -257,6 +266,12 @@ func (r *RouteConfig) check() error {
 	}
 	if r.Retries < 0 || r.Retries > maxRetries {
 		return fieldError("retries", "want 0 to %d, got %d", maxRetries, r.Retries)
+	}
+	switch {
+	case r.MaxRequests < 0 || r.MaxRequests > maxMaxRequests:
+		return fieldError("max_requests", "want 1 to %d, got %d", maxMaxRequests, r.MaxRequests)
+	case r.MaxRequests == 0:
+		r.MaxRequests = DefaultMaxRequests
 	}
 	switch {
 	case r.MaxBodyBytes < 0:

@@ -22,6 +22,7 @@ routes:
     timeout: 5s
     retries: 2
     max_body_bytes: 1048576
+    max_requests: 64
     pass_authorization: true
     internal_token: true
     health_check: {path: /healthz, interval: 2s}
@@ -44,7 +45,7 @@ func TestParseGood(t *testing.T) {
 	}
 	o, f := cfg.Routes[0], cfg.Routes[1]
 	if o.Name != "orders" || o.Prefix != "/api/orders" || o.Host != "api.example.com" || !o.StripPrefix ||
-		o.Auth != "orders:read" || o.Timeout != 5*time.Second || o.Retries != 2 || o.MaxBodyBytes != 1<<20 ||
+		o.Auth != "orders:read" || o.Timeout != 5*time.Second || o.Retries != 2 || o.MaxBodyBytes != 1<<20 || o.MaxRequests != 64 ||
 		!o.PassAuthorization || !o.InternalToken || o.HealthCheck != (HealthCheck{"/healthz", 2 * time.Second}) ||
 		o.Breaker != (Breaker{3, 10 * time.Second}) {
 		t.Errorf("orders: %+v", o)
@@ -54,7 +55,7 @@ func TestParseGood(t *testing.T) {
 		t.Errorf("orders lists: %+v", o)
 	}
 	// The defaults are filled in.
-	if !slices.Equal(f.Methods, defaultMethods) || f.Timeout != DefaultTimeout || f.MaxBodyBytes != DefaultMaxBodyBytes ||
+	if !slices.Equal(f.Methods, defaultMethods) || f.Timeout != DefaultTimeout || f.MaxBodyBytes != DefaultMaxBodyBytes || f.MaxRequests != DefaultMaxRequests ||
 		f.Breaker != (Breaker{DefaultFailures, DefaultCooldown}) || f.HealthCheck != (HealthCheck{}) || f.Rewrite != "/v2" || !f.WebSocket {
 		t.Errorf("files defaults: %+v", f)
 	}
@@ -109,6 +110,8 @@ func TestParseBad(t *testing.T) {
 		{"negative timeout", base + "    timeout: -1s\n", `route "svc": timeout: must not be negative`},
 		{"retries", base + "    retries: 11\n", `route "svc": retries: want 0 to 10, got 11`},
 		{"body", base + "    max_body_bytes: -1\n", `route "svc": max_body_bytes: must not be negative`},
+		{"max requests", base + "    max_requests: -1\n", `route "svc": max_requests: want 1 to 1048576, got -1`},
+		{"max requests high", base + "    max_requests: 2000000\n", `route "svc": max_requests: want 1 to 1048576, got 2000000`},
 		{"websocket without get", base + "    methods: [POST]\n    websocket: true\n", `route "svc": websocket: a WebSocket handshake is a GET`},
 		{"health interval alone", base + "    health_check: {interval: 1s}\n", `route "svc": health_check.interval: is set but health_check.path is not`},
 		{"health path", base + "    health_check: {path: healthz}\n", `route "svc": health_check.path: want an absolute path`},

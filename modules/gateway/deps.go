@@ -32,7 +32,8 @@ type Deps struct {
 	Log   *slog.Logger
 	// Observe, if set, is told of every upstream attempt: the route's name,
 	// how long the exchange took, and its outcome (ok, status_5xx, error,
-	// timeout, canceled, or circuit_open when no upstream could be tried).
+	// timeout, canceled, circuit_open when no upstream could be tried, or
+	// saturated when those that could were at their max_requests).
 	Observe func(route string, d time.Duration, outcome string)
 	// WriteTimeout is the server's http.write_timeout (0: none). Every
 	// route's timeout must be below it: it counts from the request's

@@ -132,7 +132,7 @@ func newGateway(cfg *Config, d Deps, now func() time.Time) (*Gateway, error) {
 		}
 		for _, raw := range rc.Upstreams {
 			u, _ := parseUpstream(raw) // checked above
-			rt.pool.ups = append(rt.pool.ups, &upstream{url: u, name: raw})
+			rt.pool.ups = append(rt.pool.ups, &upstream{url: u, name: raw, max: int32(rc.MaxRequests)})
 		}
 		if rc.HealthCheck.Path != "" {
 			rt.health, _ = url.Parse(rc.HealthCheck.Path) // checked above

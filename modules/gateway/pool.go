@@ -14,11 +14,14 @@ import (
 // opens for breaker.cooldown; then it lets one trial request through
 // (half-open), whose success closes it and whose failure opens it again.
 // Active health (sick) is set by the health checker alone. An upstream
-// takes traffic only when both allow it.
+// takes traffic only when both allow it, and while it has fewer than max
+// requests in flight.
 type upstream struct {
 	url *url.URL // scheme, host and base path (no trailing slash)
 	// name is the URL as configured, for logs.
 	name string
+	max  int32        // RouteConfig.MaxRequests
+	busy atomic.Int32 // requests in flight: raised under mu, lowered by done
 
 	mu    sync.Mutex
 	fails int       // failures in a row
@@ -28,23 +31,29 @@ type upstream struct {
 	sick  bool      // the last active health check failed
 }
 
-// acquire reports whether the upstream may take a request now. Past the
+// acquire reports whether the upstream may take a request now, and if not
+// whether only its bound on requests in flight stood in the way. Past the
 // cooldown of an open breaker it admits one request, the trial, and
-// refuses others until the trial's result is in.
-func (u *upstream) acquire(now time.Time) bool {
+// refuses others until the trial's result is in. A request it admits must
+// end with done.
+func (u *upstream) acquire(now time.Time) (ok, full bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	switch {
-	case u.sick:
-		return false
-	case !u.open:
-		return true
-	case u.trial || now.Before(u.until):
-		return false
+	case u.sick, u.open && (u.trial || now.Before(u.until)):
+		return false, false
+	case u.busy.Load() >= u.max:
+		return false, true
 	}
-	u.trial = true
-	return true
+	// Open here means past the cooldown with no trial out: this request
+	// is the trial. (Closed, trial is already false.)
+	u.trial = u.open
+	u.busy.Add(1)
+	return true, false
 }
+
+// done ends a request that acquire admitted.
+func (u *upstream) done() { u.busy.Add(-1) }
 
 // succeeded records a request the upstream answered well; it closes the
 // breaker.
@@ -98,8 +107,9 @@ type pool struct {
 }
 
 // pick returns the next upstream that may take a request and is not in
-// tried, and adds it to tried; nil when there is none.
-func (p *pool) pick(now time.Time, tried *uint64) *upstream {
+// tried, and adds it to tried; nil when there is none, with full set when
+// some upstream was passed over only for its bound on requests in flight.
+func (p *pool) pick(now time.Time, tried *uint64) (up *upstream, full bool) {
 	n := uint64(len(p.ups))
 	start := p.next.Add(1) - 1
 	for i := range n {
@@ -107,12 +117,14 @@ func (p *pool) pick(now time.Time, tried *uint64) *upstream {
 		if *tried&(1<<j) != 0 {
 			continue
 		}
-		if p.ups[j].acquire(now) {
+		ok, busy := p.ups[j].acquire(now)
+		if ok {
 			*tried |= 1 << j
-			return p.ups[j]
+			return p.ups[j], false
 		}
+		full = full || busy
 	}
-	return nil
+	return nil, full
 }
 
 // retryAfter is how long until the first open breaker's cooldown ends, at

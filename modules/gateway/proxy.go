@@ -122,17 +122,26 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 	var tried uint64
 	var last error
 	for attempt := 0; ; attempt++ {
-		up := rt.pool.pick(g.now(), &tried)
+		up, full := rt.pool.pick(g.now(), &tried)
 		if up == nil {
-			if last != nil {
+			switch {
+			case last != nil:
 				return last
+			case full:
+				g.report(rt.cfg.Name, 0, "saturated")
+				return unavailable{after: time.Second}
 			}
 			g.report(rt.cfg.Name, 0, "circuit_open")
 			return unavailable{after: rt.pool.retryAfter(g.now())}
 		}
 		ex.up, ex.err = up, nil
 		began := time.Now()
-		g.proxy.ServeHTTP(ex, out)
+		func() {
+			// Deferred: the ReverseProxy panics (http.ErrAbortHandler) when
+			// a body breaks off after the headers went out.
+			defer up.done()
+			g.proxy.ServeHTTP(ex, out)
+		}()
 		g.report(rt.cfg.Name, time.Since(began), outcome(ex, req))
 		if ex.err == nil {
 			return nil

@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"gatehouse/platform/fault"
 	"gatehouse/platform/httpx"
@@ -346,6 +348,72 @@ func TestUpstreamCannotSetOurCookies(t *testing.T) {
 	}
 	if n := strings.Count(h.logs.String(), "Set-Cookie for a Gatehouse cookie was dropped"); n != 2 {
 		t.Errorf("%d drops logged, want 2:\n%s", n, h.logs)
+	}
+}
+
+// TestMaxRequests shows an upstream at its max_requests is not sent more:
+// the answer is at once 503 upstream_unavailable with Retry-After, and the
+// outcome is reported as saturated. A request that ends, even with its body
+// broken off, frees its place.
+func TestMaxRequests(t *testing.T) {
+	release := make(chan struct{})
+	var held atomic.Int32
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/svc/hold":
+			held.Add(1)
+			<-release
+		case "/svc/break":
+			w.Header().Set("Content-Length", "100")
+			w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the connection closes mid-body
+		}
+	})
+	rc := testRoute("svc", "/svc", "public", up.URL)
+	rc.MaxRequests = 2
+	var mu sync.Mutex
+	var outcomes []string
+	h := newHarness(t, []RouteConfig{rc}, nil, func(s *setup) {
+		s.deps.Observe = func(_ string, _ time.Duration, outcome string) {
+			mu.Lock()
+			outcomes = append(outcomes, outcome)
+			mu.Unlock()
+		}
+	})
+	for range 3 {
+		res, err := h.srv.Client().Get(h.srv.URL + "/svc/break")
+		if err == nil {
+			io.ReadAll(res.Body)
+			res.Body.Close()
+		}
+	}
+	if res, body := h.do(http.MethodGet, "/svc/ok", nil, nil); res.StatusCode != http.StatusOK {
+		t.Fatalf("after three broken bodies: %d %s", res.StatusCode, body)
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { h.do(http.MethodGet, "/svc/hold", nil, nil) })
+	}
+	eventually(t, 5*time.Second, "both requests held upstream", func() bool { return held.Load() == 2 })
+	hits := up.hits.Load()
+	res, body := h.do(http.MethodGet, "/svc/ok", nil, nil)
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"upstream_unavailable"`) ||
+		res.Header.Get("Retry-After") != "1" {
+		t.Errorf("a third request: %d %s (Retry-After %q), want 503 upstream_unavailable", res.StatusCode, body, res.Header.Get("Retry-After"))
+	}
+	if up.hits.Load() != hits {
+		t.Error("the upstream got a request past its max_requests")
+	}
+	mu.Lock()
+	if !slices.Contains(outcomes, "saturated") {
+		t.Errorf("outcomes %v, want saturated among them", outcomes)
+	}
+	mu.Unlock()
+	close(release)
+	wg.Wait()
+	if res, body := h.do(http.MethodGet, "/svc/ok", nil, nil); res.StatusCode != http.StatusOK {
+		t.Fatalf("after the held requests ended: %d %s", res.StatusCode, body)
 	}
 }
 

@@ -74,7 +74,7 @@ var deniedCodes = []string{
 
 // upstreamOutcomes are the values the outcome label of
 // gatehouse_gateway_upstream_errors_total takes besides "other".
-var upstreamOutcomes = []string{"error", "timeout", "canceled", "status_5xx", "circuit_open"}
+var upstreamOutcomes = []string{"error", "timeout", "canceled", "status_5xx", "circuit_open", "saturated"}
 
 // New returns Metrics with a fresh registry holding the Go runtime and
 // process collectors and every gatehouse_* metric of this package.
@@ -179,7 +179,7 @@ func (m *Metrics) DeclareUpstreams(routes ...string) {
 
 // Upstream records one proxied request to the upstream of a gateway route:
 // its duration d, and, when outcome is not "ok", an error of that outcome
-// (error, timeout, canceled, status_5xx or circuit_open; any other is
+// (error, timeout, canceled, status_5xx, circuit_open or saturated; any other is
 // counted as "other"). route must come from
 // the gateway's configuration, never from the request.
 func (m *Metrics) Upstream(route string, d time.Duration, outcome string) {
