@@ -138,9 +138,20 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 		began := time.Now()
 		func() {
 			// Deferred: the ReverseProxy panics (http.ErrAbortHandler) when
-			// a body breaks off after the headers went out.
+			// a body breaks off after the headers went out, either way.
 			defer up.done()
+			broken := true
+			defer func() {
+				if broken {
+					o := "error"
+					if req.Context().Err() != nil {
+						o = "canceled"
+					}
+					g.report(rt.cfg.Name, time.Since(began), o)
+				}
+			}()
 			g.proxy.ServeHTTP(ex, out)
+			broken = false
 		}()
 		g.report(rt.cfg.Name, time.Since(began), outcome(ex, req))
 		if ex.err == nil {

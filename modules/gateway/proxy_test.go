@@ -391,6 +391,12 @@ func TestMaxRequests(t *testing.T) {
 	if res, body := h.do(http.MethodGet, "/svc/ok", nil, nil); res.StatusCode != http.StatusOK {
 		t.Fatalf("after three broken bodies: %d %s", res.StatusCode, body)
 	}
+	mu.Lock()
+	// Each broken body is reported before its connection closes.
+	if n := len(slices.DeleteFunc(slices.Clone(outcomes), func(o string) bool { return o != "error" })); n != 3 {
+		t.Errorf("outcomes %v, want the three broken bodies reported as errors", outcomes)
+	}
+	mu.Unlock()
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() { h.do(http.MethodGet, "/svc/hold", nil, nil) })
