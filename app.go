@@ -77,7 +77,14 @@ type app struct {
 	routesFile  string
 	// gatewayRoutes counts the routes of the file in use.
 	gatewayRoutes atomic.Int64
+	// stopReassert ends the reassertDenials loop, and reassertDone says
+	// it has; both nil on the in-process store.
+	stopReassert context.CancelFunc
+	reassertDone chan struct{}
 }
+
+// reassertEvery is the period of reassertDenials.
+const reassertEvery = 5 * time.Second
 
 func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, extra ...httpx.Route) (*app, error) {
 	tokens, err := newTokens(ctx, cfg, log, conn)
@@ -227,7 +234,41 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		limiter.Close()
 		return nil, err
 	}
+	if mirror != nil {
+		// Only Redis can lose its latest writes and keep the rest.
+		rctx, stop := context.WithCancel(context.Background())
+		ap.stopReassert, ap.reassertDone = stop, make(chan struct{})
+		go ap.reassertDenials(rctx)
+	}
 	return ap, nil
+}
+
+// reassertDenials runs auth's ReassertDenials every reassertEvery until
+// ctx ends, so that denials a Redis failover lost come back within that
+// period. A failure is logged when it starts and when it ends.
+func (a *app) reassertDenials(ctx context.Context) {
+	defer close(a.reassertDone)
+	tick := time.NewTicker(reassertEvery)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pass, cancel := context.WithTimeout(ctx, reassertEvery)
+		err := a.auth.Service().ReassertDenials(pass)
+		cancel()
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			a.log.Error("revocation denials could not be re-asserted; retrying every "+reassertEvery.String(), "error", err.Error())
+			failing = true
+		case err == nil && failing:
+			a.log.Info("revocation denials re-asserted again")
+			failing = false
+		}
+	}
 }
 
 // ServeHTTP serves a request on the current server.
@@ -291,6 +332,10 @@ func (a *app) reloadRoute() httpx.Route {
 // stopped serving: the last minute of rate-limit refusals is reported, and
 // the audit writer flushes before the database closes.
 func (a *app) Close() error {
+	if a.stopReassert != nil {
+		a.stopReassert()
+		<-a.reassertDone
+	}
 	a.reloadMu.Lock()
 	if a.gateway != nil {
 		a.gateway.Close()

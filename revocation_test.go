@@ -224,6 +224,38 @@ func TestDenylistSurvivesALostStore(t *testing.T) {
 	}
 }
 
+// A store that loses only its latest writes keeps deny:epoch, so the
+// denylist is not rebuilt: a Redis replica promoted before it had them, or
+// a Redis restarted from an AOF fsynced every second. On Redis every
+// instance re-asserts the last minute's denials every few seconds, so a
+// revoked token that passes again after such a loss is refused again
+// within that period, even by an instance that never saw the revocation.
+func TestDenialsLostWithTheLatestWritesComeBack(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[1])
+	a := startApp(t, cfg)
+	a.register(t, "failover@example.com", "correct horse battery", "")
+	tok := a.login(t, "failover@example.com", "correct horse battery", "").AccessToken
+	wantStatus(t, a.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: tok}), 204, "")
+	c := claims(t, tok)
+	// The loss: the session's and the token's denials, not the epoch.
+	ctx := context.Background()
+	if err := a.kv.(*kv.Redis).Client().Del(ctx, cfg.Redis.Prefix+"deny:sid:"+c.SessionID, cfg.Redis.Prefix+"deny:jti:"+c.ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.kv.Get(ctx, "deny:epoch"); err != nil {
+		t.Fatalf("deny:epoch: %v", err)
+	}
+	b := startApp(t, cfg) // no copies of its own: it reads Redis
+	deadline := time.Now().Add(3 * reassertEvery)
+	for b.me(t, tok).Code != 401 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked token still passes %s after its denial was lost", 3*reassertEvery)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // A denial outlasts every instance's acceptance of the tokens it denies:
 // up to the leeway past exp, on an instance whose clock runs up to the
 // leeway behind the issuer's. So denials live until exp plus twice the

@@ -527,6 +527,35 @@ func (s *Service) denylistReady(ctx context.Context) error {
 	return s.kv.Set(ctx, denyEpochKey, []byte(now.Format(time.RFC3339)), 0)
 }
 
+// reassertWindow is how far back ReassertDenials looks: a store that
+// loses only its latest writes loses the last seconds' ones.
+const reassertWindow = time.Minute
+
+// ReassertDenials writes again, where missing, the denials of the sessions
+// revoked in the last minute. A key-value store can lose its latest writes
+// and keep the rest, deny:epoch included: a Redis replica promoted before
+// it had them, or a Redis restarted from an AOF fsynced every second. The
+// epoch marker cannot see such a loss, and a revoked session's access
+// tokens would pass again until they expire; run every few seconds (app.go
+// does, on Redis), this bounds that to the period. SetNX: a denial still
+// there costs one round trip, and no message to the other instances.
+func (s *Service) ReassertDenials(ctx context.Context) error {
+	now := s.now()
+	revoked, err := s.store.revokedSince(ctx, now.Add(-reassertWindow))
+	if err != nil {
+		return err
+	}
+	window := s.cfg.AccessTTL + s.denyPastExp()
+	for _, r := range revoked {
+		if ttl := r.RevokedAt.Add(window).Sub(now); ttl > 0 {
+			if _, err := s.kv.SetNX(ctx, "deny:sid:"+r.ID, []byte{1}, ttl); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Authenticate verifies an access token and checks that neither its
 // session nor the token itself has been revoked.
 func (s *Service) Authenticate(ctx context.Context, raw string) (*httpx.Identity, error) {
