@@ -27,6 +27,10 @@ const statusClientClosed = 499
 // errTimeout cancels an exchange whose route timeout passed.
 var errTimeout = errors.New("no response headers within the route timeout")
 
+// errBodyBroken marks an exchange whose response body broke off after its
+// headers went out, for outcome.
+var errBodyBroken = errors.New("the response body broke off")
+
 // exchangeKey finds the exchange in a request's context.
 type exchangeKey struct{}
 
@@ -138,16 +142,14 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 		began := time.Now()
 		func() {
 			// Deferred: the ReverseProxy panics (http.ErrAbortHandler) when
-			// a body breaks off after the headers went out, either way.
-			defer up.done()
+			// a body breaks off after the headers went out, either way; the
+			// report below is then skipped, so this one makes it.
 			broken := true
 			defer func() {
+				up.done()
 				if broken {
-					o := "error"
-					if req.Context().Err() != nil {
-						o = "canceled"
-					}
-					g.report(rt.cfg.Name, time.Since(began), o)
+					ex.err = errBodyBroken
+					g.report(rt.cfg.Name, time.Since(began), outcome(ex, req))
 				}
 			}()
 			g.proxy.ServeHTTP(ex, out)
