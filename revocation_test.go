@@ -126,6 +126,16 @@ func TestCachedStateRevokedAcrossInstances(t *testing.T) {
 	})
 }
 
+// loggedOut registers email, signs in and logs out, and returns the
+// access token of the ended session and its claims.
+func loggedOut(t *testing.T, app testApp, email string) (string, *token.Claims) {
+	t.Helper()
+	app.register(t, email, "correct horse battery", "")
+	tok := app.login(t, email, "correct horse battery", "").AccessToken
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: tok}), 204, "")
+	return tok, claims(t, tok)
+}
+
 // claims reads a token's claims without verifying it.
 func claims(t *testing.T, tok string) *token.Claims {
 	t.Helper()
@@ -234,10 +244,7 @@ func TestDenialsLostWithTheLatestWritesComeBack(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, backends[1])
 	a := startApp(t, cfg)
-	a.register(t, "failover@example.com", "correct horse battery", "")
-	tok := a.login(t, "failover@example.com", "correct horse battery", "").AccessToken
-	wantStatus(t, a.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: tok}), 204, "")
-	c := claims(t, tok)
+	tok, c := loggedOut(t, a, "failover@example.com")
 	// The loss: the session's and the token's denials, not the epoch.
 	ctx := context.Background()
 	if err := a.kv.(*kv.Redis).Client().Del(ctx, cfg.Redis.Prefix+"deny:sid:"+c.SessionID, cfg.Redis.Prefix+"deny:jti:"+c.ID).Err(); err != nil {
@@ -264,10 +271,7 @@ func TestDenialsOutlastSkewedClocks(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t, backends[1])
 	app := startApp(t, cfg)
-	app.register(t, "skew@example.com", "correct horse battery", "")
-	tok := app.login(t, "skew@example.com", "correct horse battery", "").AccessToken
-	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: tok}), 204, "")
-	c := claims(t, tok)
+	tok, c := loggedOut(t, app, "skew@example.com")
 	rdb := app.kv.(*kv.Redis).Client()
 	ctx := context.Background()
 	ttl := func(key string) time.Duration {
