@@ -54,6 +54,13 @@ type RouteConfig struct {
 	// response headers, retries included; by default 30s. A streaming
 	// response may then last as long as it needs.
 	Timeout time.Duration `yaml:"timeout"`
+	// IdleTimeout bounds the silence of an answer once its headers have
+	// arrived: when the upstream sends none of the body for this long, or
+	// the client takes none of an event stream for this long, the
+	// exchange is cut off (logged, and counted as a timeout); by default
+	// 60s. An event stream must send something within it: a comment line
+	// will do. WebSockets are not bound by it.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// Retries is how many more upstreams an idempotent request without a
 	// body may try when it cannot reach one (0 to 10).
 	Retries int `yaml:"retries"`
@@ -104,6 +111,7 @@ type Breaker struct {
 // The defaults Parse fills in.
 const (
 	DefaultTimeout      = 30 * time.Second
+	DefaultIdleTimeout  = 60 * time.Second
 	DefaultMaxBodyBytes = 10 << 20
 	DefaultMaxRequests  = 1024
 	DefaultFailures     = 5
@@ -263,6 +271,12 @@ func (r *RouteConfig) check() error {
 		return fieldError("timeout", "must not be negative")
 	case r.Timeout == 0:
 		r.Timeout = DefaultTimeout
+	}
+	switch {
+	case r.IdleTimeout < 0:
+		return fieldError("idle_timeout", "must not be negative")
+	case r.IdleTimeout == 0:
+		r.IdleTimeout = DefaultIdleTimeout
 	}
 	if r.Retries < 0 || r.Retries > maxRetries {
 		return fieldError("retries", "want 0 to %d, got %d", maxRetries, r.Retries)

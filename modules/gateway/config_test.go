@@ -20,6 +20,7 @@ routes:
     auth: orders:read
     limits: [api-user]
     timeout: 5s
+    idle_timeout: 2m
     retries: 2
     max_body_bytes: 1048576
     max_requests: 64
@@ -45,7 +46,7 @@ func TestParseGood(t *testing.T) {
 	}
 	o, f := cfg.Routes[0], cfg.Routes[1]
 	if o.Name != "orders" || o.Prefix != "/api/orders" || o.Host != "api.example.com" || !o.StripPrefix ||
-		o.Auth != "orders:read" || o.Timeout != 5*time.Second || o.Retries != 2 || o.MaxBodyBytes != 1<<20 || o.MaxRequests != 64 ||
+		o.Auth != "orders:read" || o.Timeout != 5*time.Second || o.IdleTimeout != 2*time.Minute || o.Retries != 2 || o.MaxBodyBytes != 1<<20 || o.MaxRequests != 64 ||
 		!o.PassAuthorization || !o.InternalToken || o.HealthCheck != (HealthCheck{"/healthz", 2 * time.Second}) ||
 		o.Breaker != (Breaker{3, 10 * time.Second}) {
 		t.Errorf("orders: %+v", o)
@@ -55,7 +56,7 @@ func TestParseGood(t *testing.T) {
 		t.Errorf("orders lists: %+v", o)
 	}
 	// The defaults are filled in.
-	if !slices.Equal(f.Methods, defaultMethods) || f.Timeout != DefaultTimeout || f.MaxBodyBytes != DefaultMaxBodyBytes || f.MaxRequests != DefaultMaxRequests ||
+	if !slices.Equal(f.Methods, defaultMethods) || f.Timeout != DefaultTimeout || f.IdleTimeout != DefaultIdleTimeout || f.MaxBodyBytes != DefaultMaxBodyBytes || f.MaxRequests != DefaultMaxRequests ||
 		f.Breaker != (Breaker{DefaultFailures, DefaultCooldown}) || f.HealthCheck != (HealthCheck{}) || f.Rewrite != "/v2" || !f.WebSocket {
 		t.Errorf("files defaults: %+v", f)
 	}
@@ -108,6 +109,7 @@ func TestParseBad(t *testing.T) {
 		{"bad rewrite", base + "    rewrite: v2\n", `route "svc": rewrite: want an absolute path`},
 		{"limit name", base + "    limits: [\"Bad Name\"]\n", `route "svc": limits[0]: "Bad Name" is not a policy name`},
 		{"negative timeout", base + "    timeout: -1s\n", `route "svc": timeout: must not be negative`},
+		{"negative idle timeout", base + "    idle_timeout: -1s\n", `route "svc": idle_timeout: must not be negative`},
 		{"retries", base + "    retries: 11\n", `route "svc": retries: want 0 to 10, got 11`},
 		{"body", base + "    max_body_bytes: -1\n", `route "svc": max_body_bytes: must not be negative`},
 		{"max requests", base + "    max_requests: -1\n", `route "svc": max_requests: want 1 to 1048576, got -1`},

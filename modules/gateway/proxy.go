@@ -27,6 +27,10 @@ const statusClientClosed = 499
 // errTimeout cancels an exchange whose route timeout passed.
 var errTimeout = errors.New("no response headers within the route timeout")
 
+// errIdle cancels an exchange whose answer made no progress within the
+// route's idle timeout.
+var errIdle = errors.New("no progress on the answer within the route's idle timeout")
+
 // errBodyBroken marks an exchange whose response body broke off after its
 // headers went out, for outcome.
 var errBodyBroken = errors.New("the response body broke off")
@@ -50,13 +54,20 @@ type exchange struct {
 	// client's path had no unusual escaping.
 	path, rawPath string
 	ctx           context.Context // the exchange's context; its cause says why it ended
-	timer         *time.Timer     // the route timeout, stopped by the response headers
-	up            *upstream       // the upstream of the current attempt
-	err           error           // the current attempt's error, from the ReverseProxy
-	answered      bool            // the upstream's response headers arrived
-	hint          http.Header     // an informational response's headers (see Header)
-	hijacked      bool            // the connection was taken over (an upgrade)
-	body          body
+	// timer is the route timeout until the response headers arrive, then
+	// the idle timeout, pushed back by every read of the body.
+	timer *time.Timer
+	// idle: the timer is the idle timeout now. Set before it is
+	// re-armed, read by its func on the timer's goroutine.
+	idle     atomic.Bool
+	upBody   idleBody    // the response body, watched for progress
+	stream   bool        // the answer is an event stream
+	up       *upstream   // the upstream of the current attempt
+	err      error       // the current attempt's error, from the ReverseProxy
+	answered bool        // the upstream's response headers arrived
+	hint     http.Header // an informational response's headers (see Header)
+	hijacked bool        // the connection was taken over (an upgrade)
+	body     body
 }
 
 // serve forwards one request to the route's upstreams.
@@ -111,9 +122,16 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), exchangeKey{}, ex))
 	defer cancel(nil)
 	ex.ctx = ctx
-	// One timer for the whole exchange, retries included, stopped when the
-	// response headers arrive: a stream may then run as long as it needs.
-	ex.timer = time.AfterFunc(rt.cfg.Timeout, func() { cancel(errTimeout) })
+	// One timer for the whole exchange, retries included: the route
+	// timeout until the response headers arrive, then the idle timeout,
+	// so a stream may run as long as it needs while it makes progress.
+	ex.timer = time.AfterFunc(rt.cfg.Timeout, func() {
+		if ex.idle.Load() {
+			cancel(errIdle)
+		} else {
+			cancel(errTimeout)
+		}
+	})
 	defer ex.timer.Stop()
 	out := req.WithContext(ctx)
 
@@ -149,6 +167,11 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 				up.done()
 				if broken {
 					ex.err = errBodyBroken
+					if context.Cause(ctx) == errIdle {
+						g.log.Warn("gateway: answer cut off: no progress within the route's idle_timeout",
+							"route", rt.cfg.Name, "upstream", up.name, "request_id", ex.reqID,
+							"idle_timeout", rt.cfg.IdleTimeout.String())
+					}
 					g.report(rt.cfg.Name, time.Since(began), outcome(ex, req))
 				}
 			}()
@@ -230,7 +253,8 @@ func outcome(ex *exchange, in *http.Request) string {
 		return "ok"
 	case in.Context().Err() != nil:
 		return "canceled"
-	case errors.Is(ex.err, errTimeout) || context.Cause(ex.ctx) == errTimeout || errors.Is(ex.err, context.DeadlineExceeded):
+	case errors.Is(ex.err, errTimeout) || context.Cause(ex.ctx) == errTimeout || context.Cause(ex.ctx) == errIdle ||
+		errors.Is(ex.err, context.DeadlineExceeded):
 		return "timeout"
 	}
 	return "error"
@@ -329,6 +353,12 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		return errTimeout // it fired as the headers came
 	}
 	ex.answered = true
+	if res.StatusCode != http.StatusSwitchingProtocols { // a WebSocket's body is the connection itself
+		ex.idle.Store(true)
+		ex.timer.Reset(ex.rt.cfg.IdleTimeout)
+		ex.upBody.rc, ex.upBody.ex = res.Body, ex
+		res.Body = &ex.upBody
+	}
 	switch res.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		// Passed on as sent, but the upstream is failing.
@@ -344,11 +374,10 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 			res.Header["Set-Cookie"] = kept
 		}
 	}
-	if strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
-		// An event stream is open-ended: the server's write timeout, meant
-		// for one response, would cut it off.
-		_ = http.NewResponseController(ex.res.Writer).SetWriteDeadline(time.Time{})
-	}
+	// An event stream is open-ended: the server's write timeout, meant for
+	// one response, would cut it off. Each of its writes gets the idle
+	// timeout instead (Write).
+	ex.stream = strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream")
 	h := ex.res.Header()
 	for k := range res.Header {
 		delete(h, k)
@@ -387,7 +416,12 @@ func (ex *exchange) Header() http.Header {
 	return ex.hint
 }
 
-func (ex *exchange) Write(p []byte) (int, error) { return ex.res.Write(p) }
+func (ex *exchange) Write(p []byte) (int, error) {
+	if ex.stream {
+		_ = http.NewResponseController(ex.res.Writer).SetWriteDeadline(time.Now().Add(ex.rt.cfg.IdleTimeout))
+	}
+	return ex.res.Write(p)
+}
 
 func (ex *exchange) WriteHeader(code int) {
 	if code >= 100 && code < 200 {
@@ -425,6 +459,23 @@ func (ex *exchange) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	ex.res.Status, ex.res.Committed = http.StatusSwitchingProtocols, true
 	return http.NewResponseController(ex.res.Writer).Hijack()
 }
+
+// idleBody is a response body on its way to the client: each read that
+// brings bytes pushes the exchange's idle timeout back.
+type idleBody struct {
+	rc io.ReadCloser
+	ex *exchange
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.ex.timer.Reset(b.ex.rt.cfg.IdleTimeout)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error { return b.rc.Close() }
 
 // body is the request body on its way upstream. It notes whether reading
 // it failed, so the client's failures (too large, broken off) are not

@@ -293,3 +293,138 @@ func wsRead(r *bufio.Reader) ([]byte, error) {
 	}
 	return payload, nil
 }
+
+// TestIdleTimeout shows an answer whose body stops coming is cut off
+// after the route's idle_timeout, on both transports: the client sees
+// the body break off, the upstream sees its connection closed, the
+// attempt is logged and counted as a timeout. Before, the handler waited
+// on the upstream for as long as it kept the connection open.
+func TestIdleTimeout(t *testing.T) {
+	for _, method := range []string{http.MethodGet, http.MethodPost} { // the direct path, then http.Transport
+		t.Run(method, func(t *testing.T) {
+			left := make(chan struct{})
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				defer close(left)
+				w.Header().Set("Content-Length", "100")
+				io.WriteString(w, "ten bytes.")
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done(): // the gateway closed the connection
+				case <-time.After(10 * time.Second):
+				}
+			})
+			var outcomes syncBuffer
+			r := testRoute("stall", "/stall", "public", up.URL)
+			r.IdleTimeout = 200 * time.Millisecond
+			h := newHarness(t, []RouteConfig{r}, nil, func(s *setup) {
+				s.deps.Observe = func(_ string, _ time.Duration, o string) { fmt.Fprintln(&outcomes, o) }
+			})
+			req, _ := http.NewRequest(method, h.srv.URL+"/stall", strings.NewReader("x"))
+			client := *h.srv.Client()
+			client.Timeout = 10 * time.Second // a hang fails, not blocks, the test
+			began := time.Now()
+			// The headers and the ten bytes may still sit in the server's
+			// buffer when the exchange is cut off: the client then sees the
+			// connection close before any answer, else the body break off.
+			res, err := client.Do(req)
+			var b []byte
+			if err == nil {
+				b, err = io.ReadAll(res.Body)
+				res.Body.Close()
+				if res.StatusCode != http.StatusOK || string(b) != "ten bytes."[:len(b)] {
+					t.Fatalf("got %d %q", res.StatusCode, b)
+				}
+			}
+			waited := time.Since(began)
+			if err == nil {
+				t.Fatalf("the answer came whole: %q", b)
+			}
+			if waited < 200*time.Millisecond || waited > 5*time.Second {
+				t.Fatalf("the body broke off after %v, want after the idle timeout (200ms)", waited)
+			}
+			select {
+			case <-left:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream's connection stayed open")
+			}
+			eventually(t, 5*time.Second, "the attempt counted as a timeout", func() bool {
+				return strings.Contains(outcomes.String(), "timeout")
+			})
+			if !strings.Contains(h.logs.String(), "idle_timeout") {
+				t.Errorf("nothing logged about the idle timeout: %s", h.logs)
+			}
+		})
+	}
+}
+
+// TestIdleTimeoutStreams shows an event stream lives past idle_timeout
+// while events keep coming, and is cut off once they stop or once the
+// client stops taking them.
+func TestIdleTimeoutStreams(t *testing.T) {
+	t.Run("upstream", func(t *testing.T) {
+		left := make(chan struct{})
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			defer close(left)
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := range 8 { // 400 ms of events, each within the idle timeout
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				w.(http.Flusher).Flush()
+				time.Sleep(50 * time.Millisecond)
+			}
+			<-r.Context().Done() // then silence
+		})
+		r := testRoute("events", "/events", "public", up.URL)
+		r.IdleTimeout = 200 * time.Millisecond
+		h := newHarness(t, []RouteConfig{r}, nil)
+		client := *h.srv.Client()
+		client.Timeout = 10 * time.Second
+		began := time.Now()
+		res, err := client.Get(h.srv.URL + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		if err == nil || !strings.Contains(string(b), "data: 7") {
+			t.Fatalf("got %q, %v; want all eight events, then the stream broken off", b, err)
+		}
+		if d := time.Since(began); d > 5*time.Second {
+			t.Fatalf("the silent stream was cut off after %v, want about 600ms", d)
+		}
+		select {
+		case <-left:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the upstream's connection stayed open")
+		}
+	})
+	t.Run("client", func(t *testing.T) {
+		left := make(chan error, 1)
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			event := []byte("data: " + strings.Repeat("x", 32<<10) + "\n\n")
+			for {
+				if _, err := w.Write(event); err != nil {
+					left <- err
+					return
+				}
+				w.(http.Flusher).Flush()
+			}
+		})
+		r := testRoute("events", "/events", "public", up.URL)
+		r.IdleTimeout = 200 * time.Millisecond
+		h := newHarness(t, []RouteConfig{r}, nil)
+		// A client that asks and then reads nothing: the socket buffers
+		// fill and the gateway's writes to it block.
+		conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+		select {
+		case <-left:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a client that reads nothing held the stream and the upstream")
+		}
+	})
+}
