@@ -52,7 +52,8 @@ type RouteConfig struct {
 	Limits []string `yaml:"limits"`
 	// Timeout bounds an exchange from the request until the upstream's
 	// response headers, retries included; by default 30s. A streaming
-	// response may then last as long as it needs.
+	// response may then last as long as it needs while it keeps moving
+	// (IdleTimeout).
 	Timeout time.Duration `yaml:"timeout"`
 	// IdleTimeout bounds the silence of an answer once its headers have
 	// arrived: when the upstream sends none of the body for this long, or
