@@ -173,9 +173,13 @@ func TestAuthFlow(t *testing.T) {
 	}
 }
 
-// Acceptance 2: 20 concurrent refreshes with one token. Without grace
-// exactly one wins; with a grace of 2, exactly three. Uses past the bound
-// are reuse, so the family does not survive either run.
+// Acceptance 2: 20 concurrent refreshes with one token. Without grace one
+// wins; with a grace of 2, three. Uses past the bound are reuse, so the
+// family does not survive either run, and a winner still on its way when
+// an over-bound use revokes the family gets 401 rather than a pair in a
+// revoked session: on a loaded machine fewer than three may get one.
+// TestConcurrentRefreshWithinBound shows all three do when no use falls
+// outside the bound.
 func TestConcurrentRefresh(t *testing.T) {
 	t.Parallel()
 	for _, b := range backends {
@@ -207,8 +211,10 @@ func TestConcurrentRefresh(t *testing.T) {
 				}
 				close(start)
 				wg.Wait()
-				if codes[200] != 1+grace || codes[401] != 20-1-grace {
-					t.Fatalf("outcomes %v, want %d successes and the rest 401", codes, 1+grace)
+				// At most the rotation and the grace's uses get a pair; see
+				// above why fewer may.
+				if codes[200] > 1+grace || codes[200]+codes[401] != 20 {
+					t.Fatalf("outcomes %v, want at most %d successes and the rest 401", codes, 1+grace)
 				}
 				// Some use fell outside the bound: the whole family is dead.
 				for _, w := range won {
@@ -217,6 +223,48 @@ func TestConcurrentRefresh(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestConcurrentRefreshWithinBound: with a grace of 2, three concurrent
+// uses of one token (the rotation and two extra uses, as three browser tabs
+// make) all get a pair, and the family lives on.
+func TestConcurrentRefreshWithinBound(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			app := newTestApp(t, b, nil)
+			setGrace(t, app, 2, 10*time.Second)
+			app.register(t, "tabs@example.com", "correct horse battery", "")
+			p := app.login(t, "tabs@example.com", "correct horse battery", "")
+			var (
+				wg    sync.WaitGroup
+				mu    sync.Mutex
+				pairs []auth.Pair
+			)
+			start := make(chan struct{})
+			for range 3 {
+				wg.Go(func() {
+					<-start
+					rec := app.refresh(p.RefreshToken, t)
+					mu.Lock()
+					defer mu.Unlock()
+					if rec.Code != 200 {
+						t.Errorf("a use within the bound: %d %s", rec.Code, rec.Body)
+						return
+					}
+					pairs = append(pairs, decode[auth.Pair](t, rec))
+				})
+			}
+			close(start)
+			wg.Wait()
+			if len(pairs) != 3 {
+				t.Fatalf("%d of 3 uses within the bound got a pair", len(pairs))
+			}
+			for _, sib := range pairs {
+				wantStatus(t, app.me(t, sib.AccessToken), 200, "")
+			}
+		})
 	}
 }
 
