@@ -189,28 +189,7 @@ func TestConcurrentRefresh(t *testing.T) {
 				setGrace(t, app, grace, 10*time.Second)
 				app.register(t, "bob@example.com", "correct horse battery", "")
 				p := app.login(t, "bob@example.com", "correct horse battery", "")
-
-				var (
-					wg    sync.WaitGroup
-					mu    sync.Mutex
-					codes = map[int]int{}
-					won   []auth.Pair
-				)
-				start := make(chan struct{})
-				for range 20 {
-					wg.Go(func() {
-						<-start
-						rec := app.refresh(p.RefreshToken, t)
-						mu.Lock()
-						defer mu.Unlock()
-						codes[rec.Code]++
-						if rec.Code == 200 {
-							won = append(won, decode[auth.Pair](t, rec))
-						}
-					})
-				}
-				close(start)
-				wg.Wait()
+				codes, won := refreshAtOnce(t, app, p.RefreshToken, 20)
 				// At most the rotation and the grace's uses get a pair; see
 				// above why fewer may.
 				if codes[200] > 1+grace || codes[200]+codes[401] != 20 {
@@ -237,35 +216,42 @@ func TestConcurrentRefreshWithinBound(t *testing.T) {
 			setGrace(t, app, 2, 10*time.Second)
 			app.register(t, "tabs@example.com", "correct horse battery", "")
 			p := app.login(t, "tabs@example.com", "correct horse battery", "")
-			var (
-				wg    sync.WaitGroup
-				mu    sync.Mutex
-				pairs []auth.Pair
-			)
-			start := make(chan struct{})
-			for range 3 {
-				wg.Go(func() {
-					<-start
-					rec := app.refresh(p.RefreshToken, t)
-					mu.Lock()
-					defer mu.Unlock()
-					if rec.Code != 200 {
-						t.Errorf("a use within the bound: %d %s", rec.Code, rec.Body)
-						return
-					}
-					pairs = append(pairs, decode[auth.Pair](t, rec))
-				})
-			}
-			close(start)
-			wg.Wait()
+			codes, pairs := refreshAtOnce(t, app, p.RefreshToken, 3)
 			if len(pairs) != 3 {
-				t.Fatalf("%d of 3 uses within the bound got a pair", len(pairs))
+				t.Fatalf("outcomes %v: %d of 3 uses within the bound got a pair", codes, len(pairs))
 			}
 			for _, sib := range pairs {
 				wantStatus(t, app.me(t, sib.AccessToken), 200, "")
 			}
 		})
 	}
+}
+
+// refreshAtOnce makes n refreshes with one token, released together, and
+// returns how many answered each status and the pairs of those that won.
+func refreshAtOnce(t *testing.T, app testApp, token string, n int) (map[int]int, []auth.Pair) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		codes = map[int]int{}
+		won   []auth.Pair
+	)
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			rec := app.refresh(token, t)
+			mu.Lock()
+			defer mu.Unlock()
+			codes[rec.Code]++
+			if rec.Code == 200 {
+				won = append(won, decode[auth.Pair](t, rec))
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return codes, won
 }
 
 // Uses within the grace bound do not count as reuse: the family lives on,
