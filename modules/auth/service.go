@@ -464,7 +464,7 @@ func (s *Service) endSessions(ctx context.Context, userID, reason string, where 
 		return nil, err
 	}
 	for _, id := range ids {
-		if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.cfg.AccessTTL+s.denyPastExp()); err != nil {
+		if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.denyWindow()); err != nil {
 			return nil, err
 		}
 	}
@@ -510,21 +510,37 @@ func (s *Service) denylistReady(ctx context.Context) error {
 	if _, err := s.kv.Get(ctx, denyEpochKey); err == nil {
 		return nil // rebuilt while this request waited
 	}
-	window := s.cfg.AccessTTL + s.denyPastExp()
 	now := s.now()
-	revoked, err := s.store.revokedSince(ctx, now.Add(-window))
+	n, err := s.denyRevokedSince(ctx, now, now.Add(-s.denyWindow()), func(key string, ttl time.Duration) error {
+		return s.kv.Set(ctx, key, []byte{1}, ttl)
+	})
 	if err != nil {
 		return err
 	}
+	s.log.InfoContext(ctx, "access-token denylist rebuilt from the database", "revoked_sessions", n)
+	return s.kv.Set(ctx, denyEpochKey, []byte(now.Format(time.RFC3339)), 0)
+}
+
+// denyWindow is how long after a session's revocation its denial is kept:
+// past the exp of every access token issued in it.
+func (s *Service) denyWindow() time.Duration { return s.cfg.AccessTTL + s.denyPastExp() }
+
+// denyRevokedSince writes, with write, the denial of each session revoked
+// after since that still needs one at now, for the rest of its denyWindow;
+// it returns how many sessions were revoked since.
+func (s *Service) denyRevokedSince(ctx context.Context, now, since time.Time, write func(key string, ttl time.Duration) error) (int, error) {
+	revoked, err := s.store.revokedSince(ctx, since)
+	if err != nil {
+		return 0, err
+	}
 	for _, r := range revoked {
-		if ttl := r.RevokedAt.Add(window).Sub(now); ttl > 0 {
-			if err := s.kv.Set(ctx, "deny:sid:"+r.ID, []byte{1}, ttl); err != nil {
-				return err
+		if ttl := r.RevokedAt.Add(s.denyWindow()).Sub(now); ttl > 0 {
+			if err := write("deny:sid:"+r.ID, ttl); err != nil {
+				return 0, err
 			}
 		}
 	}
-	s.log.InfoContext(ctx, "access-token denylist rebuilt from the database", "revoked_sessions", len(revoked))
-	return s.kv.Set(ctx, denyEpochKey, []byte(now.Format(time.RFC3339)), 0)
+	return len(revoked), nil
 }
 
 // reassertWindow is how far back ReassertDenials looks: a store that
@@ -541,19 +557,11 @@ const reassertWindow = time.Minute
 // there costs one round trip, and no message to the other instances.
 func (s *Service) ReassertDenials(ctx context.Context) error {
 	now := s.now()
-	revoked, err := s.store.revokedSince(ctx, now.Add(-reassertWindow))
-	if err != nil {
+	_, err := s.denyRevokedSince(ctx, now, now.Add(-reassertWindow), func(key string, ttl time.Duration) error {
+		_, err := s.kv.SetNX(ctx, key, []byte{1}, ttl)
 		return err
-	}
-	window := s.cfg.AccessTTL + s.denyPastExp()
-	for _, r := range revoked {
-		if ttl := r.RevokedAt.Add(window).Sub(now); ttl > 0 {
-			if _, err := s.kv.SetNX(ctx, "deny:sid:"+r.ID, []byte{1}, ttl); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	})
+	return err
 }
 
 // Authenticate verifies an access token and checks that neither its
