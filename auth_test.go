@@ -174,12 +174,9 @@ func TestAuthFlow(t *testing.T) {
 }
 
 // Acceptance 2: 20 concurrent refreshes with one token. Without grace one
-// wins; with a grace of 2, three. Uses past the bound are reuse, so the
-// family does not survive either run, and a winner still on its way when
-// an over-bound use revokes the family gets 401 rather than a pair in a
-// revoked session: on a loaded machine fewer than three may get one.
-// TestConcurrentRefreshWithinBound shows all three do when no use falls
-// outside the bound.
+// wins; with a grace of 2, exactly three. Uses past the bound are reuse,
+// so the family does not survive either run: the winners' pairs die with
+// it.
 func TestConcurrentRefresh(t *testing.T) {
 	t.Parallel()
 	for _, b := range backends {
@@ -190,10 +187,8 @@ func TestConcurrentRefresh(t *testing.T) {
 				app.register(t, "bob@example.com", "correct horse battery", "")
 				p := app.login(t, "bob@example.com", "correct horse battery", "")
 				codes, won := refreshAtOnce(t, app, p.RefreshToken, 20)
-				// At most the rotation and the grace's uses get a pair; see
-				// above why fewer may.
-				if codes[200] > 1+grace || codes[200]+codes[401] != 20 {
-					t.Fatalf("outcomes %v, want at most %d successes and the rest 401", codes, 1+grace)
+				if codes[200] != 1+grace || codes[401] != 20-(1+grace) {
+					t.Fatalf("outcomes %v, want %d successes and the rest 401", codes, 1+grace)
 				}
 				// Some use fell outside the bound: the whole family is dead.
 				for _, w := range won {
