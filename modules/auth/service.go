@@ -410,34 +410,11 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair,
 	parent := rt.ID
 	child := RefreshToken{ID: newID(), SessionID: sess.ID, ParentID: &parent, TokenHash: nextHash, CreatedAt: now,
 		ExpiresAt: s.refreshExpiry(now, sess)}
-	// The claim of the token and its successor commit together. A use past
-	// the bound waits on the claimed row until then, so every use within
-	// the bound gets its pair before a reuse can revoke the family (and
-	// with it that pair): 1 + grace uses succeed, never fewer.
-	won, reuse := false, false
-	err = s.store.db.InTx(ctx, func(ctx context.Context) error {
-		var err error
-		if won, err = s.store.markUsed(ctx, rt.ID, now); err != nil {
-			return err
-		}
-		if !won {
-			// Already rotated: a bounded extra use within the grace, or reuse.
-			grace := false
-			if t.RefreshGraceUses > 0 {
-				if grace, err = s.store.useGrace(ctx, rt.ID, t.RefreshGraceUses, now.Add(-t.RefreshGraceWindow)); err != nil {
-					return err
-				}
-			}
-			if reuse = !grace; reuse {
-				return nil
-			}
-		}
-		return s.store.addRefreshToken(ctx, child, now)
-	})
+	won, claimed, err := s.store.rotate(ctx, rt.ID, t.RefreshGraceUses, now.Add(-t.RefreshGraceWindow), child, now)
 	if err != nil {
 		return Pair{}, err
 	}
-	if reuse {
+	if !claimed {
 		return Pair{}, s.reused(ctx, sess)
 	}
 	s.record(ctx, audit.Event{Action: "auth.refresh", Outcome: audit.Success, TenantID: sess.TenantID,

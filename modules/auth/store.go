@@ -96,6 +96,33 @@ func (s store) useGrace(ctx context.Context, id string, max int, since time.Time
 	return res.RowsAffected == 1, db.Translate(res.Error)
 }
 
+// rotate claims refresh token id and adds its successor child, in one
+// transaction. The claim is the rotation (won) or, once rotated, one of
+// graceUses extra uses if it was rotated at or after since; claimed is
+// false when neither is left (reuse), and nothing is written. A use past
+// the bound waits on the claimed row until this commits, so every use
+// within the bound has its pair before a reuse can revoke the family (and
+// with it that pair): 1 + graceUses concurrent uses succeed, never fewer.
+func (s store) rotate(ctx context.Context, id string, graceUses int, since time.Time, child RefreshToken, now time.Time) (won, claimed bool, err error) {
+	err = s.db.InTx(ctx, func(ctx context.Context) error {
+		var err error
+		if won, err = s.markUsed(ctx, id, now); err != nil {
+			return err
+		}
+		claimed = won
+		if !won && graceUses > 0 {
+			if claimed, err = s.useGrace(ctx, id, graceUses, since); err != nil {
+				return err
+			}
+		}
+		if !claimed {
+			return nil
+		}
+		return s.addRefreshToken(ctx, child, now)
+	})
+	return won, claimed, err
+}
+
 // addRefreshToken adds a token to a session and records its use, if the
 // session is still live: a refresh that read it live may have raced a
 // logout. ErrInvalidRefresh if it was revoked meanwhile.
