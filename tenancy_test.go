@@ -321,6 +321,9 @@ func TestMyPermissions(t *testing.T) {
 		t.Helper()
 		rec := w.as(t, p, "GET", "/v1/permissions/mine", nil)
 		wantStatus(t, rec, 200, "")
+		if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type %q", ct)
+		}
 		var out rbac.MyPermissionsResponse
 		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
 			t.Fatal(err)

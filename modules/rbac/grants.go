@@ -1,6 +1,7 @@
 package rbac
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 
@@ -25,6 +26,11 @@ type Grants struct {
 	// resources holds each resource granted with "resource:*".
 	resources map[string]struct{}
 	list      []string // as granted, sorted
+	// mine is the answer of GET /v1/permissions/mine for these grants,
+	// encoded once per cache fill rather than on every request: frontends
+	// call that route on every page, and encoding it by reflection took
+	// some 5 % of the server's CPU under the bench's load.
+	mine []byte
 	// roles are the names of the holder's roles in the tenant, as
 	// RoleNames gives them; none for anyone not an active member of an
 	// active tenant, unless a super admin. Shared by every reader of the
@@ -39,6 +45,7 @@ func newGrants(cat *Catalogue, super bool, perms []string) Grants {
 	g := Grants{super: super, cat: cat}
 	if super {
 		g.list = []string{"*"}
+		g.mine = encodeMine(g.list, true)
 		return g
 	}
 	for _, p := range perms {
@@ -68,7 +75,19 @@ func newGrants(cat *Catalogue, super bool, perms []string) Grants {
 	}
 	slices.Sort(g.list)
 	g.list = slices.Compact(g.list)
+	g.mine = encodeMine(g.list, false)
 	return g
+}
+
+// encodeMine is the body c.JSON would send for MyPermissionsResponse, with
+// its trailing newline; no permissions are [], not null. Marshalling a
+// struct of strings and a bool cannot fail.
+func encodeMine(list []string, super bool) []byte {
+	if list == nil {
+		list = []string{}
+	}
+	b, _ := json.Marshal(MyPermissionsResponse{Permissions: list, SuperAdmin: super})
+	return append(b, '\n')
 }
 
 // Scope returns how the grants satisfy a route that needs permission p:
@@ -139,9 +158,6 @@ func (g Grants) Holds(p string) bool {
 
 // SuperAdmin reports whether the grants are a super admin's: everything.
 func (g Grants) SuperAdmin() bool { return g.super }
-
-// List returns the permissions granted, sorted; a super admin's are ["*"].
-func (g Grants) List() []string { return slices.Clone(g.list) }
 
 // encode writes the grants for the kv cache: "S2" for a super admin or
 // "M2" for anyone else, then the role names on one line, comma-separated,

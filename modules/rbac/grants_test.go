@@ -112,8 +112,8 @@ func TestGrantsEncode(t *testing.T) {
 		withRoles(newGrants(cat, true, nil), "admin", "super_admin"),
 		withRoles(newGrants(cat, false, []string{"orders:*", "profile:read", "orders:read:own"}), "manager", "member")} {
 		back, ok := decodeGrants(cat, g.encode())
-		if !ok || back.super != g.super || !slices.Equal(back.List(), g.List()) || !slices.Equal(back.roles, g.roles) {
-			t.Errorf("%q came back as %v %v %v", g.encode(), back.List(), back.roles, ok)
+		if !ok || back.super != g.super || !slices.Equal(back.list, g.list) || !slices.Equal(back.roles, g.roles) {
+			t.Errorf("%q came back as %v %v %v", g.encode(), back.list, back.roles, ok)
 		}
 	}
 	// The first format's entries ("S", "M" and a permission a line), which
@@ -128,6 +128,30 @@ func TestGrantsEncode(t *testing.T) {
 // TestMemoBound shows the in-process map never passes its bound: the entry
 // that would is stored in an emptied map, while replacing a key at the
 // bound keeps the others.
+// TestGrantsMine checks the answer of GET /v1/permissions/mine that each
+// cache fill encodes, also after the kv round trip: the sorted list, and []
+// rather than null for no permissions.
+func TestGrantsMine(t *testing.T) {
+	cat := testCatalogue(t)
+	cases := []struct {
+		g    Grants
+		want string
+	}{
+		{newGrants(cat, true, nil), `{"permissions":["*"],"super_admin":true}`},
+		{newGrants(cat, false, []string{"profile:read", "orders:*", "orders:read:own", "profile:read"}),
+			`{"permissions":["orders:*","orders:read:own","profile:read"],"super_admin":false}`},
+		{newGrants(cat, false, nil), `{"permissions":[],"super_admin":false}`},
+	}
+	for _, tc := range cases {
+		back, _ := decodeGrants(cat, tc.g.encode())
+		for _, g := range []Grants{tc.g, back} {
+			if got := string(g.mine); got != tc.want+"\n" {
+				t.Errorf("mine = %q, want %q", got, tc.want+"\n")
+			}
+		}
+	}
+}
+
 func TestMemoBound(t *testing.T) {
 	m := newMemo(3, time.Minute)
 	now := time.Now()

@@ -123,7 +123,7 @@ func (m *Module) myPermissions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, MyPermissionsResponse{Permissions: g.List(), SuperAdmin: g.SuperAdmin()})
+	return c.JSONBlob(http.StatusOK, g.mine)
 }
 
 func (m *Module) roles(c echo.Context) error {

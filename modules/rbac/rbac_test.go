@@ -52,8 +52,8 @@ func TestEffectivePermissions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(g.List(), tc.want) {
-				t.Errorf("%s: %v, want %v", tc.name, g.List(), tc.want)
+			if !slices.Equal(g.list, tc.want) {
+				t.Errorf("%s: %v, want %v", tc.name, g.list, tc.want)
 			}
 		}
 
