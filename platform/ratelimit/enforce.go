@@ -387,13 +387,20 @@ func peekEmail(c echo.Context) (string, error) {
 // setHeaders writes the RateLimit fields (IETF draft: delta seconds) and
 // the older X-RateLimit trio (Reset as a Unix time, as GitHub sends it).
 func setHeaders(h http.Header, d Decision) {
-	reset := int(math.Ceil(d.Reset.Seconds()))
-	limit, remaining := strconv.Itoa(d.Limit), strconv.Itoa(max(d.Remaining, 0))
-	// Every request carries these six: one backing array for their values,
-	// and keys already in canonical form, spare the request an allocation
-	// and a canonicalization each.
-	v := []string{limit, remaining, strconv.Itoa(reset),
-		strconv.FormatInt(time.Now().Add(time.Duration(reset)*time.Second).Unix(), 10)}
+	reset := int64(math.Ceil(d.Reset.Seconds()))
+	// Every request carries these six. Their four numbers are cut from one
+	// string, their values share one backing array, and the keys are in
+	// canonical form already: two allocations, and no canonicalization.
+	var buf [4 * 20]byte
+	b := strconv.AppendInt(buf[:0], int64(d.Limit), 10)
+	i := len(b)
+	b = strconv.AppendInt(b, int64(max(d.Remaining, 0)), 10)
+	j := len(b)
+	b = strconv.AppendInt(b, reset, 10)
+	k := len(b)
+	b = strconv.AppendInt(b, time.Now().Add(time.Duration(reset)*time.Second).Unix(), 10)
+	s := string(b)
+	v := []string{s[:i], s[i:j], s[j:k], s[k:]}
 	h["Ratelimit-Limit"] = v[0:1:1]
 	h["Ratelimit-Remaining"] = v[1:2:2]
 	h["Ratelimit-Reset"] = v[2:3:3]

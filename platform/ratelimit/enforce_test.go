@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -87,5 +88,38 @@ func TestRefusalsAggregated(t *testing.T) {
 	}
 	if got["a***@example.com"] != 49 || got["b***@example.com"] != 1 {
 		t.Errorf("refusals per masked key: %v", got)
+	}
+}
+
+// The six rate-limit headers carry the decision's numbers, each cut whole
+// from the one string they share: multi-digit values, a negative remaining
+// shown as 0, Reset rounded up to whole seconds.
+func TestSetHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		d                       Decision
+		limit, remaining, reset string
+	}{
+		{Decision{Limit: 1000000, Remaining: 999999, Reset: 2500 * time.Millisecond}, "1000000", "999999", "3"},
+		{Decision{Limit: 5, Remaining: -1, Reset: 15 * time.Minute}, "5", "0", "900"},
+		{Decision{Limit: 12, Remaining: 12}, "12", "12", "0"},
+	} {
+		h := http.Header{}
+		before := time.Now().Unix()
+		setHeaders(h, tc.d)
+		after := time.Now().Unix()
+		got := []string{h.Get("RateLimit-Limit"), h.Get("RateLimit-Remaining"), h.Get("RateLimit-Reset"),
+			h.Get("X-RateLimit-Limit"), h.Get("X-RateLimit-Remaining")}
+		want := []string{tc.limit, tc.remaining, tc.reset, tc.limit, tc.remaining}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("%+v: headers %q, want %q", tc.d, got, want)
+				break
+			}
+		}
+		secs, _ := time.ParseDuration(tc.reset + "s")
+		at, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64)
+		if err != nil || at < before+int64(secs.Seconds()) || at > after+int64(secs.Seconds()) {
+			t.Errorf("%+v: X-RateLimit-Reset %q, want the Unix time %s from now", tc.d, h.Get("X-RateLimit-Reset"), tc.reset+"s")
+		}
 	}
 }
