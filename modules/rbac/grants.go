@@ -156,9 +156,6 @@ func (g Grants) Holds(p string) bool {
 	return false
 }
 
-// SuperAdmin reports whether the grants are a super admin's: everything.
-func (g Grants) SuperAdmin() bool { return g.super }
-
 // encode writes the grants for the kv cache: "S2" for a super admin or
 // "M2" for anyone else, then the role names on one line, comma-separated,
 // then a member's permissions one a line. The 2 marks the format, so that

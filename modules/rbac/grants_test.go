@@ -125,9 +125,6 @@ func TestGrantsEncode(t *testing.T) {
 	}
 }
 
-// TestMemoBound shows the in-process map never passes its bound: the entry
-// that would is stored in an emptied map, while replacing a key at the
-// bound keeps the others.
 // TestGrantsMine checks the answer of GET /v1/permissions/mine that each
 // cache fill encodes, also after the kv round trip: the sorted list, and []
 // rather than null for no permissions.
@@ -152,6 +149,9 @@ func TestGrantsMine(t *testing.T) {
 	}
 }
 
+// TestMemoBound shows the in-process map never passes its bound: the entry
+// that would is stored in an emptied map, while replacing a key at the
+// bound keeps the others.
 func TestMemoBound(t *testing.T) {
 	m := newMemo(3, time.Minute)
 	now := time.Now()
