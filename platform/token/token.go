@@ -18,7 +18,6 @@ import (
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,7 +27,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -309,13 +307,15 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 	}
 	now := s.now() // one clock read for the reload check and a cache hit
 	s.refresh(ctx, now)
-	var sum [sha256.Size]byte
+	var (
+		key    cacheKey
+		cached bool
+	)
 	if s.cache != nil {
-		// Hashed so that the cache holds 32 bytes per token, not the
-		// token itself.
-		// Read in place, not copied: Sum256 only reads its input.
-		sum = sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw)))
-		if e, ok := s.cache.get(sum); ok {
+		key, cached = s.cache.key(raw)
+	}
+	if cached {
+		if e, ok := s.cache.get(key); ok {
 			if !now.Before(e.deadline) {
 				return nil, invalid(jwt.ErrTokenExpired)
 			}
@@ -342,8 +342,8 @@ func (s *Service) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if c.Subject == "" || c.TenantID == "" || c.SessionID == "" || c.ID == "" {
 		return nil, invalid(errMissingClaims)
 	}
-	if s.cache != nil {
-		s.cache.put(sum, cacheEntry{claims: c, kid: kid, deadline: c.ExpiresAt.Add(s.cfg.Leeway)}, s.now())
+	if cached {
+		s.cache.put(key, cacheEntry{claims: c, kid: kid, deadline: c.ExpiresAt.Add(s.cfg.Leeway)}, s.now())
 	}
 	return c, nil
 }

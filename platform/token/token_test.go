@@ -774,12 +774,44 @@ func testCache(t *testing.T, e env) {
 	if second != first || second.Subject != "user-1" || second.Roles[0] != "member" {
 		t.Errorf("the hit returned other claims: %+v", second)
 	}
+	// The cache finds a token by its signature's first characters: a token
+	// that copies them but changes its header, its payload or the rest of
+	// its signature must not be found, and fails the full check.
+	parts := strings.Split(raw, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Replace(payload, []byte(`"user-1"`), []byte(`"user-2"`), 1)
+	for name, tok := range map[string]string{
+		"payload": parts[0] + "." + base64.RawURLEncoding.EncodeToString(forged) + "." + parts[2],
+		"header":  base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." + parts[1] + "." + parts[2],
+		// Past the characters that find the entry.
+		"signature": parts[0] + "." + parts[1] + "." + parts[2][:40] + flip(parts[2][40]) + parts[2][41:],
+	} {
+		c, err := s.Verify(ctx, tok)
+		wantInvalid(t, "the cached token with a changed "+name, err, nil)
+		if c != nil || s.cache.hits.Load() != 1 {
+			t.Errorf("the cached token with a changed %s: claims %+v, hits %d", name, c, s.cache.hits.Load())
+		}
+	}
+	if again, err := s.Verify(ctx, raw); err != nil || again != first || s.cache.hits.Load() != 2 {
+		t.Fatalf("the cached token after the forgeries: %v, hits %d", err, s.cache.hits.Load())
+	}
 	e.clock.Advance(testTTL + testLeeway)
 	_, err = s.Verify(ctx, raw)
 	wantInvalid(t, "cached token past exp", err, jwt.ErrTokenExpired)
-	if s.cache.hits.Load() != 2 {
+	if s.cache.hits.Load() != 3 {
 		t.Errorf("expired token not answered from the cache: hits %d", s.cache.hits.Load())
 	}
+}
+
+// flip returns another base64url character than b.
+func flip(b byte) string {
+	if b == 'A' {
+		return "B"
+	}
+	return "A"
 }
 
 // TestCacheBound: a full cache drops expired entries first, then others,
@@ -788,7 +820,7 @@ func TestCacheBound(t *testing.T) {
 	now := newClock().Now()
 	c := newVerifiedCache(100)
 	entry := func(deadline time.Time) cacheEntry { return cacheEntry{claims: &Claims{}, deadline: deadline} }
-	key := func(i int) [sha256.Size]byte { return sha256.Sum256(fmt.Append(nil, i)) }
+	key := func(i int) (k cacheKey) { copy(k.sig[:], fmt.Sprintf("%032d", i)); return k }
 	for i := range 50 {
 		c.put(key(i), entry(now.Add(-time.Second)), now) // expired
 	}
