@@ -99,6 +99,27 @@ func TestMetricsAfterAFlow(t *testing.T) {
 	}
 }
 
+// A 403 is an audit event naming the caller and their tenant: the error
+// handler answers with the context the authenticate step admitted.
+func TestDenialNamesTheCaller(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[0])
+	wantStatus(t, w.as(t, w.member, "GET", "/v1/tenants", nil), 403, "forbidden")
+	if err := w.app.Close(); err != nil { // flushes the audit writer
+		t.Fatal(err)
+	}
+	var rows []struct{ ActorType, ActorID, TenantID, ResourceID string }
+	err := w.app.db.Conn(context.Background()).Raw(
+		"SELECT actor_type, actor_id, tenant_id, resource_id FROM audit_events WHERE action = 'access.denied'").Scan(&rows).Error
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := struct{ ActorType, ActorID, TenantID, ResourceID string }{"user", w.member.id, w.acme, "GET /v1/tenants"}
+	if len(rows) != 1 || rows[0] != want {
+		t.Errorf("access.denied rows %+v, want one %+v", rows, want)
+	}
+}
+
 // Acceptance 5: after a full flow no secret is in any audit row or any
 // metric label.
 func TestNoSecretsInAuditOrMetrics(t *testing.T) {

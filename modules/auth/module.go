@@ -137,8 +137,7 @@ func (m *Module) Authenticate(httpx.Route) echo.MiddlewareFunc {
 			if err != nil {
 				return err
 			}
-			httpx.SetIdentity(c, id)
-			return next(c)
+			return httpx.Admit(c, id, next)
 		}
 	}
 }

@@ -553,12 +553,12 @@ func (s *Service) ReassertDenials(ctx context.Context) error {
 
 // Authenticate verifies an access token and checks that neither its
 // session nor the token itself has been revoked.
-func (s *Service) Authenticate(ctx context.Context, raw string) (*httpx.Identity, error) {
+func (s *Service) Authenticate(ctx context.Context, raw string) (httpx.Identity, error) {
 	c, err := s.verify(ctx, raw)
 	if err != nil {
-		return nil, err
+		return httpx.Identity{}, err
 	}
-	return &httpx.Identity{UserID: c.Subject, TenantID: c.TenantID, SessionID: c.SessionID, TokenID: c.ID,
+	return httpx.Identity{UserID: c.Subject, TenantID: c.TenantID, SessionID: c.SessionID, TokenID: c.ID,
 		Roles: c.Roles, ExpiresAt: c.ExpiresAt.Time}, nil
 }
 

@@ -91,12 +91,11 @@ func testAuthenticate(httpx.Route) echo.MiddlewareFunc {
 			for len(p) < 3 {
 				p = append(p, "")
 			}
-			id := &httpx.Identity{UserID: p[0], TenantID: p[1]}
+			id := httpx.Identity{UserID: p[0], TenantID: p[1]}
 			if p[2] != "" {
 				id.Roles = strings.Split(p[2], ",")
 			}
-			httpx.SetIdentity(c, id)
-			return next(c)
+			return httpx.Admit(c, id, next)
 		}
 	}
 }

@@ -22,9 +22,8 @@ func BenchmarkAuthorizeHit(b *testing.B) {
 	ten := e.tenant(b)
 	user := e.member(b, ten, "member")
 	h := e.m.Authorize(httpx.Route{Auth: httpx.Permission("orders:read")})(func(echo.Context) error { return nil })
-	c := testContext()
-	id := &httpx.Identity{UserID: user, TenantID: ten}
-	httpx.SetIdentity(c, id)
+	c := httpx.WithIdentity(testContext(), httpx.Identity{UserID: user, TenantID: ten})
+	id := httpx.IdentityOf(c)
 	if err := h(c); err != nil || id.Scope != httpx.ScopeOwn {
 		b.Fatalf("warm-up: %v %q", err, id.Scope)
 	}

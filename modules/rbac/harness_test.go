@@ -176,8 +176,7 @@ func testAuthenticate(httpx.Route) echo.MiddlewareFunc {
 			if u == "" {
 				return fault.New(fault.Unauthenticated, "invalid_token", "no test user")
 			}
-			httpx.SetIdentity(c, &httpx.Identity{UserID: u, TenantID: c.Request().Header.Get("X-Test-Tenant")})
-			return next(c)
+			return httpx.Admit(c, httpx.Identity{UserID: u, TenantID: c.Request().Header.Get("X-Test-Tenant")}, next)
 		}
 	}
 }

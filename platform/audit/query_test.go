@@ -163,9 +163,8 @@ func server(t *testing.T, e *env) *httptest.Server {
 		Authenticate: func(httpx.Route) echo.MiddlewareFunc {
 			return func(next echo.HandlerFunc) echo.HandlerFunc {
 				return func(c echo.Context) error {
-					httpx.SetIdentity(c, &httpx.Identity{UserID: c.Request().Header.Get("X-Test-User"),
-						TenantID: c.Request().Header.Get("X-Test-Tenant")})
-					return next(c)
+					return httpx.Admit(c, httpx.Identity{UserID: c.Request().Header.Get("X-Test-User"),
+						TenantID: c.Request().Header.Get("X-Test-Tenant")}, next)
 				}
 			}
 		},

@@ -32,15 +32,41 @@ const (
 	ScopeOwn = "own"
 )
 
-const identityKey = "gatehouse.identity"
+// authed is the request's context once the authenticate step has admitted
+// it: Echo's documented way to extend a context. The identity lives in it,
+// where c.Set would make a map for it on every request and lock a mutex on
+// every read.
+type authed struct {
+	echo.Context
+	id Identity
+}
 
-// SetIdentity records the caller's identity on the request; only the
-// authenticate step calls it.
-func SetIdentity(c echo.Context, id *Identity) { c.Set(identityKey, id) }
+// Error answers err with this context, so that the error handler (which
+// audits a 403 with the caller) sees who is calling.
+func (a *authed) Error(err error) { a.Echo().HTTPErrorHandler(err, a) }
+
+// WithIdentity returns c carrying id: IdentityOf reads it, and the steps
+// after may change it (the tenant acted in, the scope granted).
+func WithIdentity(c echo.Context, id Identity) echo.Context {
+	return &authed{Context: c, id: id}
+}
+
+// Admit runs the rest of the chain as id: the authenticate step's way on.
+// next sees a context carrying id, and its error is answered here, with
+// that context; steps before this one see the answer, not the error.
+func Admit(c echo.Context, id Identity, next echo.HandlerFunc) error {
+	a := WithIdentity(c, id)
+	if err := next(a); err != nil {
+		a.Error(err)
+	}
+	return nil
+}
 
 // IdentityOf returns the caller's identity, or nil on a public route or
 // before authentication.
 func IdentityOf(c echo.Context) *Identity {
-	id, _ := c.Get(identityKey).(*Identity)
-	return id
+	if a, ok := c.(*authed); ok {
+		return &a.id
+	}
+	return nil
 }
