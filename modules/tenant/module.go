@@ -152,7 +152,9 @@ func (m *Module) Resolve(httpx.Route) echo.MiddlewareFunc {
 // the subdomain under the base domain. A name that matches no tenant can
 // never agree with the token, so it is a mismatch.
 func (m *Module) named(c echo.Context) (string, error) {
-	if h := c.Request().Header.Get("X-Tenant-ID"); h != "" {
+	// The canonical form: Get would canonicalize "X-Tenant-ID" into a new
+	// string on every request.
+	if h := c.Request().Header.Get("X-Tenant-Id"); h != "" {
 		if uuid.Validate(h) != nil {
 			return "", ErrTenantMismatch
 		}
