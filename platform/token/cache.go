@@ -15,13 +15,13 @@ import (
 // An entry is found by the first sigPrefix characters of the token's
 // signature (192 bits), and answers only a token whose keyed 64-bit hash
 // (maphash, with a seed made at start and never shown) is the one verified.
-// Every algorithm Verify accepts signs a text with one signature that no
-// one without the private key can predict, so the prefix finds the token
-// and nothing else; the hash rejects a token that copies a cached
-// signature but changes anything else (it then fails the full check). A
+// A signature cannot be predicted without the private key, so two tokens
+// share those 192 bits only by a chance of 2^-192; and the hash rejects a
+// token that copies a cached signature's start but changes anything else
+// (it then fails the full check). A
 // hit costs no cryptographic hash: hashing a whole RS256 token with SHA-256
-// took most of its time. The cache holds 40 bytes per token, never the
-// token itself.
+// took most of its time. An entry keeps those 32 characters and the 64-bit
+// hash, never the token itself.
 type verifiedCache struct {
 	mu      sync.RWMutex
 	max     int
@@ -31,8 +31,8 @@ type verifiedCache struct {
 }
 
 // sigPrefix is how many characters of a signature name a cache entry:
-// 192 bits of base64url. The shortest signature accepted (Ed25519,
-// ES256) has 86.
+// 192 bits of base64url. The shortest signature accepted (Ed25519) has
+// 86.
 const sigPrefix = 32
 
 type cacheEntry struct {
