@@ -18,10 +18,9 @@ import (
 // A signature cannot be predicted without the private key, so two tokens
 // share those 192 bits only by a chance of 2^-192; and the hash rejects a
 // token that copies a cached signature's start but changes anything else
-// (it then fails the full check). A
-// hit costs no cryptographic hash: hashing a whole RS256 token with SHA-256
-// took most of its time. An entry keeps those 32 characters and the 64-bit
-// hash, never the token itself.
+// (it then fails the full check). A hit costs no cryptographic hash:
+// hashing a whole RS256 token with SHA-256 took most of its time. An entry
+// keeps those 32 characters and the 64-bit hash, never the token itself.
 type verifiedCache struct {
 	mu      sync.RWMutex
 	max     int
@@ -63,10 +62,14 @@ func (c *verifiedCache) key(raw string) (k cacheKey, ok bool) {
 		return k, false
 	}
 	j := strings.IndexByte(raw[i+1:], '.')
-	if j < 0 || len(raw)-(i+1+j+1) < sigPrefix {
+	if j < 0 {
 		return k, false
 	}
-	copy(k.sig[:], raw[i+1+j+1:])
+	sig := raw[i+1+j+1:]
+	if len(sig) < sigPrefix {
+		return k, false
+	}
+	copy(k.sig[:], sig)
 	k.sum = maphash.String(c.seed, raw)
 	return k, true
 }
