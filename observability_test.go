@@ -184,7 +184,8 @@ func TestAuditSurvivesShutdown(t *testing.T) {
 			os.WriteFile(conf, []byte(relaxedLimitsYAML), 0o600)
 			cmd, logs, stderr := gatehouse(t, env, "--config", conf, "serve")
 			base := "http://" + waitLog(t, logs, "listening")["addr"].(string)
-			go drain(logs)
+			warned := make(chan []string, 1)
+			go drain(logs, warned)
 			tok := loginOverHTTP(t, base)
 
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
@@ -212,7 +213,8 @@ func TestAuditSurvivesShutdown(t *testing.T) {
 				t.Fatalf("exit: %v (%s)", err, stderr)
 			}
 			if n := count(); n != 10000 {
-				t.Errorf("%d access.denied rows after SIGTERM, want exactly 10000", n)
+				t.Errorf("%d access.denied rows after SIGTERM, want exactly 10000; the server warned:\n%s",
+					n, strings.Join(<-warned, "\n"))
 			}
 		})
 	}
@@ -228,9 +230,16 @@ const relaxedLimitsYAML = `ratelimit:
   plans: {default: 1}
 `
 
-func drain(s *bufio.Scanner) {
+// drain reads the server's log to its end, then sends its warning and
+// error lines: what a failure's message needs to say why.
+func drain(s *bufio.Scanner, out chan<- []string) {
+	var warned []string
 	for s.Scan() {
+		if l := s.Text(); strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			warned = append(warned, l)
+		}
 	}
+	out <- warned
 }
 
 // loginOverHTTP registers and signs in a member through a running server.
