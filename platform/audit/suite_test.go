@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,6 +59,7 @@ func suite(t *testing.T, newConfig func(t *testing.T) db.Config) {
 		{"WriterWritesEveryEventUnderLoad", testWriterLoad},
 		{"WriterDropOverflowCountsExactly", testWriterDrop},
 		{"CloseFlushesTheQueue", testCloseFlushes},
+		{"CloseDeadlineDropsAndCounts", testCloseDeadline},
 		{"ChainsPerTenant", testChainsPerTenant},
 		{"ConcurrentWritersDoNotFork", testConcurrentWriters},
 		{"TamperUpdate", testTamperUpdate},
@@ -237,13 +239,29 @@ func testCloseFlushes(t *testing.T, e *env) {
 	if got := e.count("1 = 1"); got != 25 || w.Written() != 25 {
 		t.Errorf("rows = %d, Written() = %d; want 25", got, w.Written())
 	}
-	// A Close whose context has already ended returns its error.
-	w2 := NewWriter(e.db, WriterConfig{}, nil)
+}
+
+func testCloseDeadline(t *testing.T, e *env) {
+	// The writer's goroutine starts only once Close's deadline has passed,
+	// so every queued event meets a stopped writer: none may reach the
+	// database (on SQLite a statement ignores the cancelled context), and
+	// Close says how many were lost.
+	w := newWriter(e.db, WriterConfig{BatchSize: 10}, nil)
+	for _, ev := range events("d", "d", 25) {
+		w.Record(context.Background(), ev)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	w2.Record(context.Background(), Event{Action: "x"})
-	if err := w2.Close(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		t.Errorf("Close(canceled) = %v", err)
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close(ctx) }()
+	<-w.stopCtx.Done()
+	go w.run()
+	err := <-closed
+	if err == nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "25 events dropped") {
+		t.Errorf("Close past its deadline = %v, want the count (25) and context.Canceled", err)
+	}
+	if got := e.count("1 = 1"); got != 0 || w.Written() != 0 || w.Dropped() != 25 {
+		t.Errorf("rows %d, Written() %d, Dropped() %d; want 0, 0, 25", got, w.Written(), w.Dropped())
 	}
 }
 

@@ -153,8 +153,9 @@ func (w *Writer) Written() int64 { return w.written.Load() }
 
 // Close stops accepting events, writes everything already queued and
 // returns once it is written, so graceful shutdown calls it before closing
-// the database. If ctx ends first, Close returns ctx's error and the events
-// still queued are dropped and counted. Calling Close again waits likewise.
+// the database. If ctx ends first, the events not yet written are dropped
+// and counted, and Close returns an error that says how many and wraps
+// ctx's. Calling Close again waits likewise.
 func (w *Writer) Close(ctx context.Context) error {
 	w.mu.Lock()
 	if !w.closed {
@@ -166,9 +167,15 @@ func (w *Writer) Close(ctx context.Context) error {
 	case <-w.done:
 		return nil
 	case <-ctx.Done():
-		w.stop()
-		return fmt.Errorf("audit writer: closing before the queue was written: %w", ctx.Err())
 	}
+	before := w.dropped.Load()
+	w.stop()
+	// Every write fails at once now, so the rest of the queue drains into
+	// Dropped quickly; waiting for it makes the count exact and keeps the
+	// writer off the database the caller closes next.
+	<-w.done
+	return fmt.Errorf("audit writer: %d events dropped, not written before the deadline: %w",
+		w.dropped.Load()-before, ctx.Err())
 }
 
 // run collects events into batches and writes each when it is full, when
@@ -210,11 +217,16 @@ func (w *Writer) write(batch []Event) {
 	ctx := w.stopCtx
 	var err error
 	for attempt := range writeAttempts {
+		// Checked here, not left to the query: on SQLite a statement
+		// does not stop for a cancelled context (db.DB.Conn).
+		if err = ctx.Err(); err != nil {
+			break
+		}
 		if err = appendRows(ctx, w.db, rows); err == nil {
 			w.written.Add(int64(len(rows)))
 			return
 		}
-		if ctx.Err() != nil || attempt == writeAttempts-1 {
+		if attempt == writeAttempts-1 {
 			break
 		}
 		w.log.Warn("audit batch not written, retrying", "events", len(rows), "attempt", attempt+1, "error", err.Error())
@@ -224,6 +236,9 @@ func (w *Writer) write(batch []Event) {
 		}
 	}
 	w.dropped.Add(int64(len(rows)))
+	if ctx.Err() != nil {
+		return // Close's deadline passed: Close reports the total
+	}
 	w.log.Error("audit events dropped: the database refused their batch", "events", len(rows), "error", err.Error())
 }
 
