@@ -66,7 +66,9 @@ type app struct {
 	limits  *planLimits
 	metrics *metrics.Metrics
 	audit   *audit.Writer
-	log     *slog.Logger
+	// auditDrain bounds how long Close waits for the audit queue.
+	auditDrain time.Duration
+	log        *slog.Logger
 
 	// current is the server in use; Reload replaces it whole.
 	current     atomic.Pointer[httpx.Server]
@@ -181,7 +183,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	}
 	mirror, _ := shared.(*kv.Mirror)
 	ap := &app{mirror: mirror, auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
-		routesFile: cfg.Gateway.RoutesFile,
+		auditDrain: cfg.Audit.ShutdownTimeout, routesFile: cfg.Gateway.RoutesFile,
 		gatewayDeps: gateway.Deps{Signer: tokens, Roles: authz.Service(), Log: log, Observe: met.Upstream, WriteTimeout: cfg.HTTP.WriteTimeout,
 			Reserved: []string{auth.CookiePath}, Cookies: auth.Cookies()}}
 	// build makes the server for a gateway: the same modules and slots, the
@@ -342,12 +344,12 @@ func (a *app) Close() error {
 	}
 	a.reloadMu.Unlock()
 	a.limits.Flush(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if a.mirror != nil {
 		a.mirror.Close()
 	}
 	a.auth.Service().Close()
+	ctx, cancel := context.WithTimeout(context.Background(), a.auditDrain)
+	defer cancel()
 	return errors.Join(a.limiter.Close(), a.audit.Close(ctx))
 }
 

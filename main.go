@@ -358,7 +358,7 @@ func rotateKeys(ctx context.Context, cfg config.Config, stdout, stderr io.Writer
 // superAdmin makes the account with this email a super admin, or no
 // longer one. It goes through the key-value store too, so running instances
 // see the change on their next request.
-func superAdmin(ctx context.Context, cfg config.Config, on bool, email string, stdout, stderr io.Writer) error {
+func superAdmin(ctx context.Context, cfg config.Config, on bool, email string, stdout, stderr io.Writer) (err error) {
 	log := newLogger(cfg.Log, stderr)
 	conn, err := openMigrated(ctx, cfg, log)
 	if err != nil {
@@ -374,7 +374,9 @@ func superAdmin(ctx context.Context, cfg config.Config, on bool, email string, s
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	// Close writes the change's audit event; one it cannot write fails
+	// the command.
+	defer func() { err = errors.Join(err, a.Close()) }()
 	u, err := a.auth.Service().UserByEmail(ctx, email)
 	if err != nil {
 		return fmt.Errorf("no account %q: register it first", email)
@@ -392,10 +394,11 @@ func superAdmin(ctx context.Context, cfg config.Config, on bool, email string, s
 
 // serve runs the server until ctx ends or SIGINT/SIGTERM arrives, then
 // shuts down in order: stop accepting, let in-flight requests finish
-// (bounded by http.shutdown_timeout), then close the key-value store and the
+// (bounded by http.shutdown_timeout), write the audit queue (bounded by
+// audit.shutdown_timeout), then close the key-value store and the
 // database, which in-flight requests may still have been using, and last
 // write out the log's queue.
-func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []httpx.Route) error {
+func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []httpx.Route) (err error) {
 	log, logq := newAsyncLogger(cfg.Log, logOut)
 	// Deferred first, so run last: once the server has stopped and the
 	// store and database are closed, every queued line is written before
@@ -422,7 +425,10 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 	if err != nil {
 		return err
 	}
-	defer app.Close()
+	// Audit events Close could not write within audit.shutdown_timeout are
+	// lost: like requests cut off by http.shutdown_timeout, that makes the
+	// exit a failure, with the count on stderr.
+	defer func() { err = errors.Join(err, app.Close()) }()
 	if cfg.Audit.Retention > 0 {
 		// Stopped, and waited for, before the database closes.
 		rctx, stopRetention := context.WithCancel(context.Background())

@@ -66,8 +66,11 @@ type Audit struct {
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	Overflow      string        `yaml:"overflow"` // block or drop
 	BlockTimeout  time.Duration `yaml:"block_timeout"`
-	Retention     time.Duration `yaml:"retention"` // 0: keep forever
-	PruneInterval time.Duration `yaml:"prune_interval"`
+	// ShutdownTimeout bounds how long shutdown waits for the queue to be
+	// written; what is still queued then is dropped, counted and logged.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	Retention       time.Duration `yaml:"retention"` // 0: keep forever
+	PruneInterval   time.Duration `yaml:"prune_interval"`
 }
 
 // Gateway configures the API gateway.
@@ -214,7 +217,8 @@ func Default() Config {
 		Health:  Health{Timeout: 2 * time.Second},
 		Gateway: Gateway{RoutesFile: "configs/routes.yaml"},
 		Audit: Audit{QueueSize: 10000, BatchSize: 500, FlushInterval: 200 * time.Millisecond, Overflow: "block",
-			BlockTimeout: 50 * time.Millisecond, Retention: 365 * 24 * time.Hour, PruneInterval: time.Hour},
+			BlockTimeout: 50 * time.Millisecond, ShutdownTimeout: 10 * time.Second, Retention: 365 * 24 * time.Hour,
+			PruneInterval: time.Hour},
 		RateLimit: RateLimit{
 			Policies: []Policy{
 				{Name: "login", Algorithm: "sliding_window", Limit: 5, Period: 15 * time.Minute, Key: "ip+email", OnError: "deny"},
@@ -390,7 +394,7 @@ func (c Config) Validate() error {
 		{"http.read_header_timeout", c.HTTP.ReadHeaderTimeout}, {"http.read_timeout", c.HTTP.ReadTimeout},
 		{"http.write_timeout", c.HTTP.WriteTimeout}, {"http.idle_timeout", c.HTTP.IdleTimeout},
 		{"http.shutdown_timeout", c.HTTP.ShutdownTimeout}, {"database.connect_timeout", c.Database.ConnectTimeout},
-		{"health.timeout", c.Health.Timeout},
+		{"health.timeout", c.Health.Timeout}, {"audit.shutdown_timeout", c.Audit.ShutdownTimeout},
 	} {
 		if d.d <= 0 {
 			return bad(d.name, "must be a positive duration, got %s", d.d)

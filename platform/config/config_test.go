@@ -124,6 +124,7 @@ func TestInvalid(t *testing.T) {
 		{"cors origin with path", "cors:\n  allowed_origins: [\"https://a.example.com/app\"]\n", nil, "cors.allowed_origins:"},
 		{"zero body limit", "http:\n  max_body_bytes: 0\n", nil, "http.max_body_bytes:"},
 		{"negative timeout", "http:\n  shutdown_timeout: -1s\n", nil, "http.shutdown_timeout: must be a positive duration"},
+		{"zero audit drain", "", map[string]string{"GATEHOUSE_AUDIT_SHUTDOWN_TIMEOUT": "0s"}, "audit.shutdown_timeout: must be a positive duration"},
 		{"tls half set", "http:\n  tls_cert_file: c.pem\n", nil, "http.tls_cert_file:"},
 		{"log level", "", map[string]string{"GATEHOUSE_LOG_LEVEL": "loud"}, "log.level:"},
 		{"public url", "", map[string]string{"GATEHOUSE_HTTP_PUBLIC_URL": "localhost"}, "http.public_url:"},
