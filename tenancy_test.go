@@ -19,14 +19,12 @@ import (
 
 // world is two tenants with people in every role, signed in.
 type world struct {
-	app                  testApp
-	acme, globex         string // tenant ids
-	member, manager      person // in acme
-	admin, otherAdmin    person // admin of acme; admin of globex
-	super                person // a super admin, member of acme
-	memberID, managerID  string
-	adminID, otherID     string
-	superID, spareUserID string
+	app               testApp
+	acme, globex      string // tenant ids
+	member, manager   person // in acme
+	admin, otherAdmin person // admin of acme; admin of globex
+	super             person // a super admin, member of acme
+	spareUserID       string // a member of globex, with no token here
 }
 
 type person struct {
