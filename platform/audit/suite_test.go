@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -201,7 +203,9 @@ func testWriterLoad(t *testing.T, e *env) {
 }
 
 func testWriterDrop(t *testing.T, e *env) {
-	w := NewWriter(e.db, WriterConfig{QueueSize: 2, BatchSize: 2, Interval: time.Millisecond, Overflow: OverflowDrop}, nil)
+	var logs syncBuffer
+	w := NewWriter(e.db, WriterConfig{QueueSize: 2, BatchSize: 2, Interval: time.Millisecond, Overflow: OverflowDrop},
+		slog.New(slog.NewTextHandler(&logs, nil)))
 	const goroutines, each = 10, 100
 	var wg sync.WaitGroup
 	for range goroutines {
@@ -226,6 +230,18 @@ func testWriterDrop(t *testing.T, e *env) {
 	}
 	if err := w.Close(context.Background()); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+	// Every event the full queue refused is in the log, at most one line
+	// per refusedLogEvery and one more at Close; the one after Close is not.
+	lines := regexp.MustCompile(`level=ERROR msg="audit events dropped: the queue was full" events=(\d+) queue_size=2`).
+		FindAllStringSubmatch(logs.String(), -1)
+	var logged int64
+	for _, l := range lines {
+		n, _ := strconv.ParseInt(l[1], 10, 64)
+		logged += n
+	}
+	if logged != w.Dropped()-1 || len(lines) > 2 {
+		t.Errorf("%d lines log %d refused events, want %d in at most 2:\n%s", len(lines), logged, w.Dropped()-1, logs.String())
 	}
 }
 

@@ -63,8 +63,8 @@ const writeAttempts = 3
 // Writer is a Recorder that writes events to the audit_events table in
 // batches, in the background, appending each to its tenant's hash chain.
 // Record only queues the event; when the queue is full the event waits
-// (OverflowBlock, briefly) or is dropped, and drops are counted, never
-// returned to the request. It is safe for concurrent use, also by several
+// (OverflowBlock, briefly) or is dropped, and drops are counted and
+// logged, never returned to the request. It is safe for concurrent use, also by several
 // Gatehouse instances sharing one database: chains never fork.
 type Writer struct {
 	db  *db.DB
@@ -85,7 +85,15 @@ type Writer struct {
 
 	written atomic.Int64
 	dropped atomic.Int64
+	// refused counts the events Record found no room for since run last
+	// logged them.
+	refused atomic.Int64
 }
+
+// refusedLogEvery is how often, at most, run logs the events Record found
+// no room for: a queue that stays full under a flood of events must not
+// flood the log too, and metrics may be off.
+const refusedLogEvery = 10 * time.Second
 
 // NewWriter returns a Writer on d and starts its background goroutine;
 // Close stops it. log receives write failures; nil discards them.
@@ -110,7 +118,8 @@ func newWriter(d *db.DB, cfg WriterConfig, log *slog.Logger) *Writer {
 // Metadata are masked (Mask) before it is written. The caller must not
 // change e.Metadata afterwards. Record never fails: an event that finds
 // the queue full past the overflow policy, or that comes after Close, is
-// dropped and counted in Dropped.
+// dropped and counted in Dropped; the first kind are also logged, in one
+// line at most every refusedLogEvery.
 func (w *Writer) Record(ctx context.Context, e Event) {
 	Complete(ctx, &e)
 	// Metadata is masked by the writer goroutine (prepare), not here: the
@@ -127,7 +136,7 @@ func (w *Writer) Record(ctx context.Context, e Event) {
 	default:
 	}
 	if w.cfg.Overflow == OverflowDrop {
-		w.dropped.Add(1)
+		w.refuse()
 		return
 	}
 	t := time.NewTimer(w.cfg.BlockTimeout)
@@ -135,10 +144,28 @@ func (w *Writer) Record(ctx context.Context, e Event) {
 	select {
 	case w.queue <- e:
 	case <-t.C:
-		w.dropped.Add(1)
+		w.refuse()
 	case <-ctx.Done():
-		w.dropped.Add(1)
+		w.refuse()
 	}
+}
+
+// refuse drops an event that found the queue full: counted now, logged by
+// run.
+func (w *Writer) refuse() {
+	w.dropped.Add(1)
+	w.refused.Add(1)
+}
+
+// logRefused logs how many events found the queue full since its last
+// call, if any, and reports whether it logged.
+func (w *Writer) logRefused() bool {
+	n := w.refused.Swap(0)
+	if n == 0 {
+		return false
+	}
+	w.log.Error("audit events dropped: the queue was full", "events", n, "queue_size", w.cfg.QueueSize)
+	return true
 }
 
 // Queued returns the number of events waiting in the queue.
@@ -186,11 +213,13 @@ func (w *Writer) run() {
 	batch := make([]Event, 0, w.cfg.BatchSize)
 	tick := time.NewTicker(w.cfg.Interval)
 	defer tick.Stop()
+	var logged time.Time // when refusals were last logged
 	for {
 		select {
 		case e, ok := <-w.queue:
 			if !ok {
 				w.write(batch)
+				w.logRefused()
 				return
 			}
 			batch = append(batch, e)
@@ -198,6 +227,9 @@ func (w *Writer) run() {
 				continue
 			}
 		case <-tick.C:
+			if time.Since(logged) >= refusedLogEvery && w.logRefused() {
+				logged = time.Now()
+			}
 			if len(batch) == 0 {
 				continue
 			}
