@@ -64,8 +64,9 @@ const writeAttempts = 3
 // batches, in the background, appending each to its tenant's hash chain.
 // Record only queues the event; when the queue is full the event waits
 // (OverflowBlock, briefly) or is dropped, and drops are counted and
-// logged, never returned to the request. It is safe for concurrent use, also by several
-// Gatehouse instances sharing one database: chains never fork.
+// logged, never returned to the request. It is safe for concurrent use,
+// also by several Gatehouse instances sharing one database: chains never
+// fork.
 type Writer struct {
 	db  *db.DB
 	cfg WriterConfig
@@ -197,9 +198,11 @@ func (w *Writer) Close(ctx context.Context) error {
 	}
 	before := w.dropped.Load()
 	w.stop()
-	// Every write fails at once now, so the rest of the queue drains into
-	// Dropped quickly; waiting for it makes the count exact and keeps the
-	// writer off the database the caller closes next.
+	// The batch being written may still finish, but every later one is
+	// dropped without touching the database (write checks the stop first),
+	// so the queue drains into Dropped quickly; waiting for that makes the
+	// count exact and keeps the writer off the database the caller closes
+	// next.
 	<-w.done
 	return fmt.Errorf("audit writer: %d events dropped, not written before the deadline: %w",
 		w.dropped.Load()-before, ctx.Err())

@@ -67,7 +67,8 @@ type Audit struct {
 	Overflow      string        `yaml:"overflow"` // block or drop
 	BlockTimeout  time.Duration `yaml:"block_timeout"`
 	// ShutdownTimeout bounds how long shutdown waits for the queue to be
-	// written; what is still queued then is dropped, counted and logged.
+	// written; what is still queued then is dropped and counted, and serve
+	// fails (exit status 1, the count on stderr).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	Retention       time.Duration `yaml:"retention"` // 0: keep forever
 	PruneInterval   time.Duration `yaml:"prune_interval"`
