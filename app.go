@@ -246,8 +246,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 }
 
 // reassertDenials runs auth's ReassertDenials every reassertEvery until
-// ctx ends, so that denials a Redis failover lost come back within that
-// period. A failure is logged when it starts and when it ends.
+// ctx ends, so that denials a Redis failover lost come back, and a
+// denylist a flush took is rebuilt, within that period. A failure is
+// logged when it starts and when it ends.
 func (a *app) reassertDenials(ctx context.Context) {
 	defer close(a.reassertDone)
 	tick := time.NewTicker(reassertEvery)

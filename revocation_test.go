@@ -15,6 +15,7 @@ import (
 
 	"gatehouse/modules/tenant"
 	"gatehouse/platform/kv"
+	"gatehouse/platform/testenv"
 	"gatehouse/platform/token"
 )
 
@@ -260,6 +261,51 @@ func TestDenialsLostWithTheLatestWritesComeBack(t *testing.T) {
 			t.Fatalf("the revoked token still passes %s after its denial was lost", 3*reassertEvery)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A Redis flushed while every instance stays subscribed (FLUSHALL) sends
+// no message, so an instance's copy of deny:epoch could keep the lost
+// denylist trusted for up to the Mirror's 30 s, and a session revoked
+// before the last minute (which the re-assertion writes again) would pass
+// on an instance that held no copy of its denial. Every instance also reads
+// the marker from Redis itself every few seconds, and rebuilds the whole
+// denylist when it is gone.
+func TestDenylistRebuiltAfterAFlush(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[1])
+	a, b := startApp(t, cfg), startApp(t, cfg)
+	a.register(t, "flushed@example.com", "correct horse battery", "")
+	revoked := a.login(t, "flushed@example.com", "correct horse battery", "").AccessToken
+	kept := a.login(t, "flushed@example.com", "correct horse battery", "").AccessToken
+	wantStatus(t, a.me(t, kept), 200, "") // the first check writes the marker
+	wantStatus(t, b.me(t, kept), 200, "") // b keeps a copy of it
+	wantStatus(t, a.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: revoked}), 204, "")
+	// The logout happened two minutes ago: older than the minute re-asserted.
+	ctx := context.Background()
+	sid := claims(t, revoked).SessionID
+	if err := a.db.Conn(ctx).Exec("UPDATE sessions SET revoked_at = ? WHERE id = ?",
+		time.Now().Add(-2*time.Minute).UTC(), sid).Error; err != nil {
+		t.Fatal(err)
+	}
+	// The flush: every key of this deployment, behind the Mirrors' backs.
+	testenv.DeleteKeys(t, a.kv.(*kv.Redis).Client(), cfg.Redis.Prefix)
+	deadline := time.Now().Add(3 * reassertEvery)
+	for b.me(t, revoked).Code != 401 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked token still passes %s after a flush", 3*reassertEvery)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wantRejected(t, b.me(t, revoked))
+	wantStatus(t, b.me(t, kept), 200, "")
+	// Rebuilt for the rest of its window, which began at the revocation.
+	ttl, err := a.kv.(*kv.Redis).Client().PTTL(ctx, cfg.Redis.Prefix+"deny:sid:"+sid).Result()
+	if want := cfg.Auth.AccessTTL + 2*cfg.Auth.Leeway - 2*time.Minute; err != nil || ttl > want || ttl < want-3*reassertEvery {
+		t.Fatalf("rebuilt deny:sid lives %s (%v), want about %s", ttl, err, want)
+	}
+	if logs := a.logs.String() + b.logs.String(); !strings.Contains(logs, "access-token denylist rebuilt from the database") {
+		t.Fatalf("no rebuild logged:\n%s", logs)
 	}
 }
 

@@ -492,10 +492,17 @@ func (s *Service) denylistReady(ctx context.Context) error {
 	} else if !errors.Is(err, kv.ErrNotFound) {
 		return err
 	}
+	return s.rebuildDenylist(ctx, s.kv)
+}
+
+// rebuildDenylist writes the denials of the sessions revoked within an
+// access token's lifetime, then the marker; unless the marker, read from
+// marker, shows that it was rebuilt while this call waited for the lock.
+func (s *Service) rebuildDenylist(ctx context.Context, marker kv.Store) error {
 	s.rebuildMu.Lock()
 	defer s.rebuildMu.Unlock()
-	if _, err := s.kv.Get(ctx, denyEpochKey); err == nil {
-		return nil // rebuilt while this request waited
+	if _, err := marker.Get(ctx, denyEpochKey); err == nil {
+		return nil
 	}
 	now := s.now()
 	n, err := s.denyRevokedSince(ctx, now, now.Add(-s.denyWindow()), func(key string, ttl time.Duration) error {
@@ -542,7 +549,18 @@ const reassertWindow = time.Minute
 // tokens would pass again until they expire; run every few seconds (app.go
 // does, on Redis), this bounds that to the period. SetNX: a denial still
 // there costs one round trip, and no message to the other instances.
+//
+// It first reads the marker from the shared store itself. A store flushed
+// while every instance stayed subscribed (FLUSHALL) sends no message, and
+// a kv.Mirror's copy of the marker would keep the lost denylist trusted
+// for up to 30 s; a missing marker rebuilds the whole denylist instead.
 func (s *Service) ReassertDenials(ctx context.Context) error {
+	shared := kv.Shared(s.kv)
+	if _, err := shared.Get(ctx, denyEpochKey); errors.Is(err, kv.ErrNotFound) {
+		return s.rebuildDenylist(ctx, shared)
+	} else if err != nil {
+		return err
+	}
 	now := s.now()
 	_, err := s.denyRevokedSince(ctx, now, now.Add(-reassertWindow), func(key string, ttl time.Duration) error {
 		_, err := s.kv.SetNX(ctx, key, []byte{1}, ttl)

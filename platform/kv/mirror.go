@@ -115,6 +115,18 @@ func NewMirror(ctx context.Context, store Store, channel string, log *slog.Logge
 	return m, nil
 }
 
+// Shared returns the store s keeps copies of when s is a Mirror, and s
+// otherwise: a read from it never answers from a copy. For a check that
+// must see a loss no message announces, such as a store flushed while
+// every Mirror stayed subscribed (FLUSHALL), which a copy hides for up to
+// maxAge.
+func Shared(s Store) Store {
+	if m, ok := s.(*Mirror); ok {
+		return m.Store
+	}
+	return s
+}
+
 // Close ends the subscriptions; the Store underneath stays open.
 func (m *Mirror) Close() error {
 	m.stop()
