@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 
 	"gatehouse/platform/audit"
@@ -505,10 +506,17 @@ func (s *Service) rebuildDenylist(ctx context.Context, marker kv.Store) error {
 		return nil
 	}
 	now := s.now()
-	n, err := s.denyRevokedSince(ctx, now, now.Add(-s.denyWindow()), func(key string, ttl time.Duration) error {
-		return s.kv.Set(ctx, key, []byte{1}, ttl)
+	// Written straight to the shared store, and then one message has every
+	// instance drop its copies (which may say that a denial is missing), in
+	// place of a message and its acknowledgements per denial.
+	shared := kv.Shared(s.kv)
+	n, err := s.denyRevokedSince(ctx, now, now.Add(-s.denyWindow()), func(ctx context.Context, key string, ttl time.Duration) error {
+		return shared.Set(ctx, key, []byte{1}, ttl)
 	})
 	if err != nil {
+		return err
+	}
+	if err := kv.Rewritten(ctx, s.kv); err != nil {
 		return err
 	}
 	s.log.InfoContext(ctx, "access-token denylist rebuilt from the database", "revoked_sessions", n)
@@ -519,20 +527,28 @@ func (s *Service) rebuildDenylist(ctx context.Context, marker kv.Store) error {
 // past the exp of every access token issued in it.
 func (s *Service) denyWindow() time.Duration { return s.cfg.AccessTTL + s.denyPastExp() }
 
+// denyWriters bounds the denials denyRevokedSince writes at a time: on
+// Redis each is a round trip, and a rebuild may write thousands while
+// every request of the instance waits for it.
+const denyWriters = 32
+
 // denyRevokedSince writes, with write, the denial of each session revoked
 // after since that still needs one at now, for the rest of its denyWindow;
 // it returns how many sessions were revoked since.
-func (s *Service) denyRevokedSince(ctx context.Context, now, since time.Time, write func(key string, ttl time.Duration) error) (int, error) {
+func (s *Service) denyRevokedSince(ctx context.Context, now, since time.Time, write func(ctx context.Context, key string, ttl time.Duration) error) (int, error) {
 	revoked, err := s.store.revokedSince(ctx, since)
 	if err != nil {
 		return 0, err
 	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(denyWriters)
 	for _, r := range revoked {
 		if ttl := r.RevokedAt.Add(s.denyWindow()).Sub(now); ttl > 0 {
-			if err := write("deny:sid:"+r.ID, ttl); err != nil {
-				return 0, err
-			}
+			g.Go(func() error { return write(gctx, "deny:sid:"+r.ID, ttl) })
 		}
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
 	}
 	return len(revoked), nil
 }
@@ -562,7 +578,7 @@ func (s *Service) ReassertDenials(ctx context.Context) error {
 		return err
 	}
 	now := s.now()
-	_, err := s.denyRevokedSince(ctx, now, now.Add(-reassertWindow), func(key string, ttl time.Duration) error {
+	_, err := s.denyRevokedSince(ctx, now, now.Add(-reassertWindow), func(ctx context.Context, key string, ttl time.Duration) error {
 		_, err := s.kv.SetNX(ctx, key, []byte{1}, ttl)
 		return err
 	})

@@ -24,7 +24,8 @@ import (
 // copy of that key when the message arrives, and its next read goes to the
 // shared store. Messages carry no values, so two writers' messages arriving
 // in either order cannot leave a wrong value behind. A read that raced a
-// message (it began before the message was applied) is not kept.
+// message (it began before the message was applied) is not kept. A
+// message with no key name drops every copy (Rewritten).
 //
 // The write returns only when every Mirror the message reached has dropped
 // its copy: each acknowledges on the writer's own channel, and the writer
@@ -153,7 +154,11 @@ func (m *Mirror) event(e Event) {
 		if len(parts) != 3 {
 			return
 		}
-		m.drop(parts[2])
+		if parts[2] == "" {
+			m.dropAll() // see Rewritten
+		} else {
+			m.drop(parts[2])
+		}
 		// Acknowledged only once dropped; not from this goroutine, which
 		// must keep reading.
 		go func() {
@@ -202,6 +207,31 @@ func (m *Mirror) drop(keys ...string) {
 		delete(m.copies, k)
 	}
 	m.mu.Unlock()
+}
+
+func (m *Mirror) dropAll() {
+	m.mu.Lock()
+	m.seq++
+	clear(m.copies)
+	m.mu.Unlock()
+}
+
+// Rewritten has every Mirror on the channel drop all its copies, and waits
+// for them as a change does. It is for many mirrored keys written at once
+// through Shared: one message in place of one per key. On a store that is
+// not a Mirror it does nothing.
+func Rewritten(ctx context.Context, s Store) error {
+	m, ok := s.(*Mirror)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+	defer cancel()
+	m.dropAll()
+	if err := m.announce(ctx, ""); err != nil {
+		return fmt.Errorf("kv: the keys are written but other instances may not see them for %s: %w", m.maxAge, err)
+	}
+	return nil
 }
 
 // lookup returns the usable copy of key, if any, and the state a read from

@@ -103,6 +103,17 @@ func runMirrorContract(t *testing.T, open opener) {
 	if exists(t, a, "deny:quiet") {
 		t.Fatal("a read the store although it had a copy: nothing is cached")
 	}
+	// ...but by a read from the shared store, and by every instance once
+	// another announces that it rewrote keys behind the copies' backs.
+	if !exists(t, Shared(a), "deny:quiet") {
+		t.Fatal("Shared(a) answered from a's copy")
+	}
+	if err := Rewritten(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(t, a, "deny:quiet") {
+		t.Fatal("a still answers from its copy after b's Rewritten")
+	}
 	// ...while keys outside the prefixes are always read from the store.
 	if _, err := a.Get(ctx, "other"); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
