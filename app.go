@@ -85,8 +85,13 @@ type app struct {
 	reassertDone chan struct{}
 }
 
-// reassertEvery is the period of reassertDenials.
-const reassertEvery = 5 * time.Second
+// reassertEvery is the period of reassertDenials; every reassertAllEvery
+// periods it re-asserts every denial still needed, not only the last
+// minute's.
+const (
+	reassertEvery    = 5 * time.Second
+	reassertAllEvery = 12
+)
 
 func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.DB, store kv.Store, extra ...httpx.Route) (*app, error) {
 	tokens, err := newTokens(ctx, cfg, log, conn)
@@ -247,21 +252,23 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 
 // reassertDenials runs auth's ReassertDenials every reassertEvery until
 // ctx ends, so that denials a Redis failover lost come back, and a
-// denylist a flush took is rebuilt, within that period. A failure is
-// logged when it starts and when it ends.
+// denylist a flush took is rebuilt, within that period; denials older than
+// a minute (a Redis restarted from an older snapshot) come back within
+// reassertAllEvery periods, the first pass included. A failure is logged
+// when it starts and when it ends.
 func (a *app) reassertDenials(ctx context.Context) {
 	defer close(a.reassertDone)
 	tick := time.NewTicker(reassertEvery)
 	defer tick.Stop()
 	failing := false
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
 		pass, cancel := context.WithTimeout(ctx, reassertEvery)
-		err := a.auth.Service().ReassertDenials(pass)
+		err := a.auth.Service().ReassertDenials(pass, n%reassertAllEvery == 0)
 		cancel()
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
@@ -367,7 +374,7 @@ func warnIfEvicting(ctx context.Context, store kv.Store, log *slog.Logger) {
 		log.Warn("redis: could not read maxmemory-policy; it must be noeviction, or revoked tokens may pass again", "error", err.Error())
 	} else if policy != "" {
 		log.Error("redis: maxmemory-policy "+policy+" may evict revocation denials, and a revoked token would then pass "+
-			"until it expires: set maxmemory-policy noeviction", "maxmemory_policy", policy)
+			"again until the denial is re-asserted, up to a minute later: set maxmemory-policy noeviction", "maxmemory_policy", policy)
 	}
 }
 

@@ -264,6 +264,36 @@ func TestDenialsLostWithTheLatestWritesComeBack(t *testing.T) {
 	}
 }
 
+// A Redis restarted from a snapshot minutes old keeps deny:epoch and loses
+// the denials written since, older ones than the minute re-asserted every
+// few seconds among them. Every instance re-asserts every denial still
+// needed once a minute (and on its first pass), so a session revoked two
+// minutes before the loss is refused again within that, even by an
+// instance that never saw the revocation.
+func TestOlderDenialsLostComeBack(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[1])
+	a := startApp(t, cfg)
+	tok, c := loggedOut(t, a, "snapshot@example.com")
+	ctx := context.Background()
+	if err := a.db.Conn(ctx).Exec("UPDATE sessions SET revoked_at = ? WHERE id = ?",
+		time.Now().Add(-2*time.Minute).UTC(), c.SessionID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := a.kv.(*kv.Redis).Client().Del(ctx, cfg.Redis.Prefix+"deny:sid:"+c.SessionID, cfg.Redis.Prefix+"deny:jti:"+c.ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := startApp(t, cfg) // no copies of its own: it reads Redis
+	limit := (reassertAllEvery + 3) * reassertEvery
+	deadline := time.Now().Add(limit)
+	for b.me(t, tok).Code != 401 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked token still passes %s after its denial was lost", limit)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // A Redis flushed while every instance stays subscribed (FLUSHALL) sends
 // no message, so an instance's copy of deny:epoch could keep the lost
 // denylist trusted for up to the Mirror's 30 s, and a session revoked

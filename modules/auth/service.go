@@ -553,16 +553,20 @@ func (s *Service) denyRevokedSince(ctx context.Context, now, since time.Time, wr
 	return len(revoked), nil
 }
 
-// reassertWindow is how far back ReassertDenials looks: a store that
-// loses only its latest writes loses the last seconds' ones.
+// reassertWindow is how far back ReassertDenials looks unless asked for
+// all: a store that loses only its latest writes loses the last seconds'
+// ones.
 const reassertWindow = time.Minute
 
 // ReassertDenials writes again, where missing, the denials of the sessions
-// revoked in the last minute. A key-value store can lose its latest writes
-// and keep the rest, deny:epoch included: a Redis replica promoted before
-// it had them, or a Redis restarted from an AOF fsynced every second. The
-// epoch marker cannot see such a loss, and a revoked session's access
-// tokens would pass again until they expire; run every few seconds (app.go
+// revoked in the last minute, or with all every denial still needed. A
+// key-value store can lose its latest writes and keep the rest, deny:epoch
+// included: the last second's when a Redis replica is promoted before it
+// had them or a Redis restarts from an AOF fsynced every second, the last
+// minutes' when it restarts from an RDB snapshot (by default taken every
+// one to sixty minutes, as writes come). The epoch marker cannot see such
+// a loss, and a revoked session's access tokens would pass again until
+// they expire. Run every few seconds, and with all every minute (app.go
 // does, on Redis), this bounds that to the period. SetNX: a denial still
 // there costs one round trip, and no message to the other instances.
 //
@@ -570,15 +574,19 @@ const reassertWindow = time.Minute
 // while every instance stayed subscribed (FLUSHALL) sends no message, and
 // a kv.Mirror's copy of the marker would keep the lost denylist trusted
 // for up to 30 s; a missing marker rebuilds the whole denylist instead.
-func (s *Service) ReassertDenials(ctx context.Context) error {
+func (s *Service) ReassertDenials(ctx context.Context, all bool) error {
 	shared := kv.Shared(s.kv)
 	if _, err := shared.Get(ctx, denyEpochKey); errors.Is(err, kv.ErrNotFound) {
 		return s.rebuildDenylist(ctx, shared)
 	} else if err != nil {
 		return err
 	}
+	window := reassertWindow
+	if all {
+		window = s.denyWindow()
+	}
 	now := s.now()
-	_, err := s.denyRevokedSince(ctx, now, now.Add(-reassertWindow), func(ctx context.Context, key string, ttl time.Duration) error {
+	_, err := s.denyRevokedSince(ctx, now, now.Add(-window), func(ctx context.Context, key string, ttl time.Duration) error {
 		_, err := s.kv.SetNX(ctx, key, []byte{1}, ttl)
 		return err
 	})

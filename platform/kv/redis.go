@@ -160,9 +160,9 @@ func (r *Redis) Client() redis.UniversalClient {
 
 // EvictionPolicy returns the server's maxmemory-policy when it may evict
 // keys (a maxmemory is set and the policy is not noeviction), else "". Such
-// a server may drop revocation denials, whose loss nothing detects: a
-// volatile-* policy evicts only keys with a ttl, the denials, and keeps the
-// marker that says the denylist is whole. A server that refuses CONFIG, as
+// a server may drop revocation denials, whose loss the marker that says
+// the denylist is whole does not show: a volatile-* policy evicts only keys
+// with a ttl, the denials, and keeps the marker. A server that refuses CONFIG, as
 // managed services often do, gives an error.
 func (r *Redis) EvictionPolicy(ctx context.Context) (string, error) {
 	cfg, err := r.client.ConfigGet(ctx, "maxmemory*").Result()
