@@ -147,6 +147,28 @@ func claims(t *testing.T, tok string) *token.Claims {
 	return c
 }
 
+// refusedWithin polls app with tok until it is refused, failing the test
+// if that takes longer than limit.
+func refusedWithin(t *testing.T, app testApp, tok string, limit time.Duration, after string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for app.me(t, tok).Code != 401 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked token still passes %s after %s", limit, after)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// revokedAgo moves the revocation of session sid back by d in the database.
+func revokedAgo(t *testing.T, app testApp, sid string, d time.Duration) {
+	t.Helper()
+	if err := app.db.Conn(context.Background()).Exec("UPDATE sessions SET revoked_at = ? WHERE id = ?",
+		time.Now().Add(-d).UTC(), sid).Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // cmdCounter counts the commands a go-redis client sends, pipelined or not.
 type cmdCounter struct {
 	mu    sync.Mutex
@@ -255,13 +277,7 @@ func TestDenialsLostWithTheLatestWritesComeBack(t *testing.T) {
 		t.Fatalf("deny:epoch: %v", err)
 	}
 	b := startApp(t, cfg) // no copies of its own: it reads Redis
-	deadline := time.Now().Add(3 * reassertEvery)
-	for b.me(t, tok).Code != 401 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the revoked token still passes %s after its denial was lost", 3*reassertEvery)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	refusedWithin(t, b, tok, 3*reassertEvery, "its denial was lost")
 }
 
 // A Redis restarted from a snapshot minutes old keeps deny:epoch and loses
@@ -275,23 +291,13 @@ func TestOlderDenialsLostComeBack(t *testing.T) {
 	cfg := testConfig(t, backends[1])
 	a := startApp(t, cfg)
 	tok, c := loggedOut(t, a, "snapshot@example.com")
+	revokedAgo(t, a, c.SessionID, 2*time.Minute)
 	ctx := context.Background()
-	if err := a.db.Conn(ctx).Exec("UPDATE sessions SET revoked_at = ? WHERE id = ?",
-		time.Now().Add(-2*time.Minute).UTC(), c.SessionID).Error; err != nil {
-		t.Fatal(err)
-	}
 	if err := a.kv.(*kv.Redis).Client().Del(ctx, cfg.Redis.Prefix+"deny:sid:"+c.SessionID, cfg.Redis.Prefix+"deny:jti:"+c.ID).Err(); err != nil {
 		t.Fatal(err)
 	}
 	b := startApp(t, cfg) // no copies of its own: it reads Redis
-	limit := (reassertAllEvery + 3) * reassertEvery
-	deadline := time.Now().Add(limit)
-	for b.me(t, tok).Code != 401 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the revoked token still passes %s after its denial was lost", limit)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	refusedWithin(t, b, tok, (reassertAllEvery+3)*reassertEvery, "its denial was lost")
 }
 
 // A Redis flushed while every instance stays subscribed (FLUSHALL) sends
@@ -312,25 +318,15 @@ func TestDenylistRebuiltAfterAFlush(t *testing.T) {
 	wantStatus(t, b.me(t, kept), 200, "") // b keeps a copy of it
 	wantStatus(t, a.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: revoked}), 204, "")
 	// The logout happened two minutes ago: older than the minute re-asserted.
-	ctx := context.Background()
 	sid := claims(t, revoked).SessionID
-	if err := a.db.Conn(ctx).Exec("UPDATE sessions SET revoked_at = ? WHERE id = ?",
-		time.Now().Add(-2*time.Minute).UTC(), sid).Error; err != nil {
-		t.Fatal(err)
-	}
+	revokedAgo(t, a, sid, 2*time.Minute)
 	// The flush: every key of this deployment, behind the Mirrors' backs.
 	testenv.DeleteKeys(t, a.kv.(*kv.Redis).Client(), cfg.Redis.Prefix)
-	deadline := time.Now().Add(3 * reassertEvery)
-	for b.me(t, revoked).Code != 401 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the revoked token still passes %s after a flush", 3*reassertEvery)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	refusedWithin(t, b, revoked, 3*reassertEvery, "a flush")
 	wantRejected(t, b.me(t, revoked))
 	wantStatus(t, b.me(t, kept), 200, "")
 	// Rebuilt for the rest of its window, which began at the revocation.
-	ttl, err := a.kv.(*kv.Redis).Client().PTTL(ctx, cfg.Redis.Prefix+"deny:sid:"+sid).Result()
+	ttl, err := a.kv.(*kv.Redis).Client().PTTL(context.Background(), cfg.Redis.Prefix+"deny:sid:"+sid).Result()
 	if want := cfg.Auth.AccessTTL + 2*cfg.Auth.Leeway - 2*time.Minute; err != nil || ttl > want || ttl < want-3*reassertEvery {
 		t.Fatalf("rebuilt deny:sid lives %s (%v), want about %s", ttl, err, want)
 	}

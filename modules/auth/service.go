@@ -493,23 +493,24 @@ func (s *Service) denylistReady(ctx context.Context) error {
 	} else if !errors.Is(err, kv.ErrNotFound) {
 		return err
 	}
-	return s.rebuildDenylist(ctx, s.kv)
+	return s.rebuildDenylist(ctx)
 }
 
 // rebuildDenylist writes the denials of the sessions revoked within an
 // access token's lifetime, then the marker; unless the marker, read from
-// marker, shows that it was rebuilt while this call waited for the lock.
-func (s *Service) rebuildDenylist(ctx context.Context, marker kv.Store) error {
+// the shared store, shows that it was rebuilt while this call waited for
+// the lock.
+func (s *Service) rebuildDenylist(ctx context.Context) error {
 	s.rebuildMu.Lock()
 	defer s.rebuildMu.Unlock()
-	if _, err := marker.Get(ctx, denyEpochKey); err == nil {
+	shared := kv.Shared(s.kv)
+	if _, err := shared.Get(ctx, denyEpochKey); err == nil {
 		return nil
 	}
 	now := s.now()
 	// Written straight to the shared store, and then one message has every
 	// instance drop its copies (which may say that a denial is missing), in
 	// place of a message and its acknowledgements per denial.
-	shared := kv.Shared(s.kv)
 	n, err := s.denyRevokedSince(ctx, now, now.Add(-s.denyWindow()), func(ctx context.Context, key string, ttl time.Duration) error {
 		return shared.Set(ctx, key, []byte{1}, ttl)
 	})
@@ -575,9 +576,8 @@ const reassertWindow = time.Minute
 // a kv.Mirror's copy of the marker would keep the lost denylist trusted
 // for up to 30 s; a missing marker rebuilds the whole denylist instead.
 func (s *Service) ReassertDenials(ctx context.Context, all bool) error {
-	shared := kv.Shared(s.kv)
-	if _, err := shared.Get(ctx, denyEpochKey); errors.Is(err, kv.ErrNotFound) {
-		return s.rebuildDenylist(ctx, shared)
+	if _, err := kv.Shared(s.kv).Get(ctx, denyEpochKey); errors.Is(err, kv.ErrNotFound) {
+		return s.rebuildDenylist(ctx)
 	} else if err != nil {
 		return err
 	}
