@@ -154,11 +154,7 @@ func (m *Mirror) event(e Event) {
 		if len(parts) != 3 {
 			return
 		}
-		if parts[2] == "" {
-			m.dropAll() // see Rewritten
-		} else {
-			m.drop(parts[2])
-		}
+		m.drop(parts[2])
 		// Acknowledged only once dropped; not from this goroutine, which
 		// must keep reading.
 		go func() {
@@ -200,19 +196,16 @@ func (m *Mirror) prefixOf(key string) string {
 	return ""
 }
 
-func (m *Mirror) drop(keys ...string) {
+// drop drops the copy of key; the empty key, which names no mirrored key,
+// drops every copy (Rewritten).
+func (m *Mirror) drop(key string) {
 	m.mu.Lock()
 	m.seq++
-	for _, k := range keys {
-		delete(m.copies, k)
+	if key == "" {
+		clear(m.copies)
+	} else {
+		delete(m.copies, key)
 	}
-	m.mu.Unlock()
-}
-
-func (m *Mirror) dropAll() {
-	m.mu.Lock()
-	m.seq++
-	clear(m.copies)
 	m.mu.Unlock()
 }
 
@@ -225,13 +218,7 @@ func Rewritten(ctx context.Context, s Store) error {
 	if !ok {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
-	defer cancel()
-	m.dropAll()
-	if err := m.announce(ctx, ""); err != nil {
-		return fmt.Errorf("kv: the keys are written but other instances may not see them for %s: %w", m.maxAge, err)
-	}
-	return nil
+	return m.changed(ctx, "")
 }
 
 // lookup returns the usable copy of key, if any, and the state a read from
@@ -265,15 +252,15 @@ func (m *Mirror) keep(gen, seq uint64, now time.Time, keys []string, found bool,
 	}
 }
 
-// changed drops the local copies of keys and has every other Mirror drop
-// theirs, waiting for them to confirm. It runs after the store has changed,
+// changed drops the local copies of keys (every copy for the empty key)
+// and has every other Mirror drop theirs, waiting for them to confirm. It runs after the store has changed,
 // on a context the request's end cannot cancel.
 func (m *Mirror) changed(ctx context.Context, keys ...string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 	defer cancel()
 	var errs []error
 	for _, k := range keys {
-		if m.mirrored(k) {
+		if k == "" || m.mirrored(k) {
 			m.drop(k)
 			if err := m.announce(ctx, k); err != nil {
 				errs = append(errs, err)
