@@ -111,3 +111,47 @@ func Open(ctx context.Context, url, prefix string) (Store, error) {
 // errNegativeTTL is returned for a ttl below zero, which both backends would
 // otherwise read differently (go-redis takes -1 to mean "keep the old ttl").
 var errNegativeTTL = errors.New("kv: negative ttl")
+
+// Entry is one key for SetNXAll to store.
+type Entry struct {
+	Key   string
+	Value []byte
+	TTL   time.Duration
+}
+
+// SetNXAll stores each entry whose key does not exist, as SetNX does, and
+// returns how many it stored; after an error, some may have been. It is for
+// thousands of keys at once (the revocation denylist, written again): on
+// Redis they go pipelined, many to a round trip, where SetNX would cost a
+// round trip each. Under a Mirror they go to the shared store and, if any
+// was stored, one Rewritten message stands for them all, in place of a
+// message per key.
+func SetNXAll(ctx context.Context, s Store, entries []Entry) (int, error) {
+	for _, e := range entries {
+		if e.TTL < 0 {
+			return 0, errNegativeTTL
+		}
+	}
+	var n int
+	var err error
+	switch shared := Shared(s).(type) {
+	case *Redis:
+		n, err = shared.setNXAll(ctx, entries)
+	default:
+		for _, e := range entries {
+			var ok bool
+			if ok, err = shared.SetNX(ctx, e.Key, e.Value, e.TTL); err != nil {
+				break
+			}
+			if ok {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		// Even after an error: the keys stored must not stay hidden by
+		// copies that say they are missing.
+		err = errors.Join(err, Rewritten(ctx, s))
+	}
+	return n, err
+}

@@ -197,6 +197,45 @@ func runContract(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("SetNXAll", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		if err := s.Set(ctx, "kept", []byte("old"), 0); err != nil {
+			t.Fatal(err)
+		}
+		// More than one of Redis's batches, with the kept key in the last.
+		entries := make([]Entry, 0, 2502)
+		for i := range 2500 {
+			entries = append(entries, Entry{Key: "bulk:" + strconv.Itoa(i), Value: []byte(strconv.Itoa(i)), TTL: time.Minute})
+		}
+		entries = append(entries, Entry{Key: "short", Value: []byte{1}, TTL: 100 * time.Millisecond}, Entry{Key: "kept", Value: []byte("new")})
+		if n, err := SetNXAll(ctx, s, entries); n != 2501 || err != nil {
+			t.Fatalf("SetNXAll = %d, %v; want 2501 stored", n, err)
+		}
+		for _, i := range []int{0, 999, 1000, 2499} {
+			if got, err := s.Get(ctx, "bulk:"+strconv.Itoa(i)); err != nil || string(got) != strconv.Itoa(i) {
+				t.Fatalf("bulk:%d = %q, %v", i, got, err)
+			}
+		}
+		if got, _ := s.Get(ctx, "kept"); string(got) != "old" {
+			t.Fatalf("kept = %q; want the value it had", got)
+		}
+		if n, err := SetNXAll(ctx, s, entries[:10]); n != 0 || err != nil {
+			t.Fatalf("SetNXAll of existing keys = %d, %v; want 0", n, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if _, err := s.Get(ctx, "short"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("short after its ttl: %v; want ErrNotFound", err)
+		}
+		bad := []Entry{{Key: "first", TTL: time.Minute}, {Key: "negative", TTL: -time.Second}}
+		if _, err := SetNXAll(ctx, s, bad); !errors.Is(err, errNegativeTTL) {
+			t.Fatalf("negative ttl: %v", err)
+		}
+		if exists(t, s, "first") {
+			t.Fatal("an entry was stored from a call that was refused")
+		}
+	})
+
 	t.Run("Delete", func(t *testing.T) {
 		t.Parallel()
 		s := open(t, newPrefix())

@@ -114,6 +114,18 @@ func runMirrorContract(t *testing.T, open opener) {
 	if !exists(t, a, "deny:quiet") {
 		t.Fatal("a still answers from its copy after b's Rewritten")
 	}
+	// Keys stored in bulk through one instance are seen by the other, though
+	// it holds copies saying they are missing.
+	if exists(t, a, "deny:bulk:1") || exists(t, a, "deny:bulk:2") {
+		t.Fatal("deny:bulk exists before it was set")
+	}
+	bulk := []Entry{{Key: "deny:bulk:1", Value: []byte{1}, TTL: time.Minute}, {Key: "deny:bulk:2", Value: []byte{1}, TTL: time.Minute}}
+	if n, err := SetNXAll(ctx, b, bulk); n != 2 || err != nil {
+		t.Fatalf("SetNXAll = %d, %v", n, err)
+	}
+	if !exists(t, a, "deny:bulk:2") {
+		t.Fatal("a does not see b's SetNXAll on its next read")
+	}
 	// ...while keys outside the prefixes are always read from the store.
 	if _, err := a.Get(ctx, "other"); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)

@@ -238,6 +238,37 @@ func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	return ok, nil
 }
 
+// setNXBatch is how many SETs setNXAll pipelines in one round trip: enough
+// to spread a round trip's cost, few enough to bound the memory of the
+// commands and their replies.
+const setNXBatch = 1000
+
+// setNXAll is SetNXAll on Redis: SET NX, a batch at a time. Pipelined, so a
+// Cluster client sends each key to its own node.
+func (r *Redis) setNXAll(ctx context.Context, entries []Entry) (int, error) {
+	stored := 0
+	for len(entries) > 0 {
+		batch := entries[:min(len(entries), setNXBatch)]
+		entries = entries[len(batch):]
+		cmds := make([]*redis.BoolCmd, len(batch))
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, e := range batch {
+				cmds[i] = p.SetNX(ctx, r.prefix+e.Key, e.Value, e.TTL)
+			}
+			return nil
+		})
+		for _, c := range cmds {
+			if c.Val() {
+				stored++
+			}
+		}
+		if err != nil {
+			return stored, fail("setnx", err)
+		}
+	}
+	return stored, nil
+}
+
 // Delete removes the keys.
 func (r *Redis) Delete(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
