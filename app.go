@@ -254,8 +254,11 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 // ctx ends, so that denials a Redis failover lost come back, and a
 // denylist a flush took is rebuilt, within that period; denials older than
 // a minute (a Redis restarted from an older snapshot) come back within
-// reassertAllEvery periods, the first pass included. A failure is logged
-// when it starts and when it ends.
+// reassertAllEvery periods, the first pass included. Such a full pass may
+// take longer than a period (about a second per 100,000 sessions revoked
+// within an access token's lifetime), so it has until the next one; the
+// ticker drops the periods it overlaps, and it writes the newest denials
+// first. A failure is logged when it starts and when it ends.
 func (a *app) reassertDenials(ctx context.Context) {
 	defer close(a.reassertDone)
 	tick := time.NewTicker(reassertEvery)
@@ -267,8 +270,12 @@ func (a *app) reassertDenials(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		pass, cancel := context.WithTimeout(ctx, reassertEvery)
-		err := a.auth.Service().ReassertDenials(pass, n%reassertAllEvery == 0)
+		all, budget := n%reassertAllEvery == 0, reassertEvery
+		if all {
+			budget = reassertAllEvery * reassertEvery
+		}
+		pass, cancel := context.WithTimeout(ctx, budget)
+		err := a.auth.Service().ReassertDenials(pass, all)
 		cancel()
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:

@@ -300,6 +300,55 @@ func TestOlderDenialsLostComeBack(t *testing.T) {
 	refusedWithin(t, b, tok, (reassertAllEvery+3)*reassertEvery, "its denial was lost")
 }
 
+// A full pass must scale with revocations: 50,000 sessions revoked two
+// minutes ago (a mass sign-out) whose denials the store lost all come back
+// in the first pass of an instance that starts, not only those a period's
+// time allowed. Written one round trip and one message each, as they were,
+// they took about 7 s here, over the pass's 5 s, and the same ones were cut
+// off again every minute.
+func TestManyLostDenialsComeBackInOnePass(t *testing.T) {
+	t.Parallel()
+	const n = 50000
+	cfg := testConfig(t, backends[1])
+	a := startApp(t, cfg)
+	tok, c := loggedOut(t, a, "mass@example.com")
+	// The sessions, revoked in the database with no denial written: lost.
+	if err := a.db.Conn(context.Background()).Exec(`INSERT INTO sessions
+		(id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, revoked_reason)
+		SELECT gen_random_uuid(), user_id, tenant_id, created_at, created_at, expires_at, now() - interval '2 minutes', 'logout_all'
+		FROM sessions, generate_series(1, ?) WHERE id = ?`, n, c.SessionID).Error; err != nil {
+		t.Fatal(err)
+	}
+	revokedAgo(t, a, c.SessionID, 2*time.Minute)
+	client := a.kv.(*kv.Redis).Client()
+	if err := client.Del(context.Background(), cfg.Redis.Prefix+"deny:sid:"+c.SessionID, cfg.Redis.Prefix+"deny:jti:"+c.ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := startApp(t, cfg)
+	deadline := time.Now().Add(3 * reassertEvery)
+	refusedWithin(t, b, tok, time.Until(deadline), "its denial was lost")
+	for {
+		denials := 0
+		iter := client.Scan(context.Background(), 0, cfg.Redis.Prefix+"deny:sid:*", 1000).Iterator()
+		for iter.Next(context.Background()) {
+			denials++
+		}
+		if err := iter.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if denials == n+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d denials in Redis %s after the instance started; want %d", denials, 3*reassertEvery, n+1)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if logs := b.logs.String(); strings.Contains(logs, "could not be re-asserted") {
+		t.Fatalf("a pass failed:\n%s", logs)
+	}
+}
+
 // A Redis flushed while every instance stays subscribed (FLUSHALL) sends
 // no message, so an instance's copy of deny:epoch could keep the lost
 // denylist trusted for up to the Mirror's 30 s, and a session revoked

@@ -19,7 +19,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 
 	"gatehouse/platform/audit"
@@ -508,16 +507,8 @@ func (s *Service) rebuildDenylist(ctx context.Context) error {
 		return nil
 	}
 	now := s.now()
-	// Written straight to the shared store, and then one message has every
-	// instance drop its copies (which may say that a denial is missing), in
-	// place of a message and its acknowledgements per denial.
-	n, err := s.denyRevokedSince(ctx, now, now.Add(-s.denyWindow()), func(ctx context.Context, key string, ttl time.Duration) error {
-		return shared.Set(ctx, key, []byte{1}, ttl)
-	})
+	n, err := s.denyRevokedSince(ctx, now, now.Add(-s.denyWindow()))
 	if err != nil {
-		return err
-	}
-	if err := kv.Rewritten(ctx, s.kv); err != nil {
 		return err
 	}
 	s.log.InfoContext(ctx, "access-token denylist rebuilt from the database", "revoked_sessions", n)
@@ -528,27 +519,24 @@ func (s *Service) rebuildDenylist(ctx context.Context) error {
 // past the exp of every access token issued in it.
 func (s *Service) denyWindow() time.Duration { return s.cfg.AccessTTL + s.denyPastExp() }
 
-// denyWriters bounds the denials denyRevokedSince writes at a time: on
-// Redis each is a round trip, and a rebuild may write thousands while
-// every request of the instance waits for it.
-const denyWriters = 32
-
-// denyRevokedSince writes, with write, the denial of each session revoked
-// after since that still needs one at now, for the rest of its denyWindow;
-// it returns how many sessions were revoked since.
-func (s *Service) denyRevokedSince(ctx context.Context, now, since time.Time, write func(ctx context.Context, key string, ttl time.Duration) error) (int, error) {
+// denyRevokedSince writes again, where missing, the denial of each session
+// revoked after since that still needs one at now, for the rest of its
+// denyWindow; it returns how many sessions were revoked since. The newest
+// first: a store that lost its latest writes lost theirs. All in one
+// kv.SetNXAll, so thousands cost a few round trips and, if any was missing,
+// one message to the other instances.
+func (s *Service) denyRevokedSince(ctx context.Context, now, since time.Time) (int, error) {
 	revoked, err := s.store.revokedSince(ctx, since)
 	if err != nil {
 		return 0, err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(denyWriters)
+	denials := make([]kv.Entry, 0, len(revoked))
 	for _, r := range revoked {
 		if ttl := r.RevokedAt.Add(s.denyWindow()).Sub(now); ttl > 0 {
-			g.Go(func() error { return write(gctx, "deny:sid:"+r.ID, ttl) })
+			denials = append(denials, kv.Entry{Key: "deny:sid:" + r.ID, Value: []byte{1}, TTL: ttl})
 		}
 	}
-	if err := g.Wait(); err != nil {
+	if _, err := kv.SetNXAll(ctx, s.kv, denials); err != nil {
 		return 0, err
 	}
 	return len(revoked), nil
@@ -568,8 +556,9 @@ const reassertWindow = time.Minute
 // one to sixty minutes, as writes come). The epoch marker cannot see such
 // a loss, and a revoked session's access tokens would pass again until
 // they expire. Run every few seconds, and with all every minute (app.go
-// does, on Redis), this bounds that to the period. SetNX: a denial still
-// there costs one round trip, and no message to the other instances.
+// does, on Redis), this bounds that to the period. A denial still there
+// costs its share of a pipelined round trip, and no message to the other
+// instances.
 //
 // It first reads the marker from the shared store itself. A store flushed
 // while every instance stayed subscribed (FLUSHALL) sends no message, and
@@ -586,10 +575,7 @@ func (s *Service) ReassertDenials(ctx context.Context, all bool) error {
 		window = s.denyWindow()
 	}
 	now := s.now()
-	_, err := s.denyRevokedSince(ctx, now, now.Add(-window), func(ctx context.Context, key string, ttl time.Duration) error {
-		_, err := s.kv.SetNX(ctx, key, []byte{1}, ttl)
-		return err
-	})
+	_, err := s.denyRevokedSince(ctx, now, now.Add(-window))
 	return err
 }
 

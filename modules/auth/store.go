@@ -159,10 +159,11 @@ func (s store) revokeSessions(ctx context.Context, ids []string, reason string, 
 		Updates(map[string]any{"revoked_at": now, "revoked_reason": reason}).Error)
 }
 
-// revokedSince lists the sessions revoked after since, with when.
+// revokedSince lists the sessions revoked after since, with when, the
+// newest first.
 func (s store) revokedSince(ctx context.Context, since time.Time) ([]Session, error) {
 	var out []Session
-	err := s.conn(ctx).Select("id", "revoked_at").Where("revoked_at > ?", since).Find(&out).Error
+	err := s.conn(ctx).Select("id", "revoked_at").Where("revoked_at > ?", since).Order("revoked_at DESC").Find(&out).Error
 	return out, db.Translate(err)
 }
 
