@@ -86,6 +86,9 @@ type Writer struct {
 
 	written atomic.Int64
 	dropped atomic.Int64
+	// cut counts the events dropped because Close's deadline passed: what
+	// Close reports, without the events recorded after Close.
+	cut atomic.Int64
 	// refused counts the events Record found no room for since run last
 	// logged them.
 	refused atomic.Int64
@@ -196,7 +199,6 @@ func (w *Writer) Close(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	before := w.dropped.Load()
 	w.stop()
 	// The batch being written may still finish, but every later one is
 	// dropped without touching the database (write checks the stop first),
@@ -205,7 +207,7 @@ func (w *Writer) Close(ctx context.Context) error {
 	// next.
 	<-w.done
 	return fmt.Errorf("audit writer: %d events dropped, not written before the deadline: %w",
-		w.dropped.Load()-before, ctx.Err())
+		w.cut.Load(), ctx.Err())
 }
 
 // run collects events into batches and writes each when it is full, when
@@ -248,8 +250,12 @@ func (w *Writer) write(batch []Event) {
 	if len(batch) == 0 {
 		return
 	}
-	rows := w.prepare(batch)
 	ctx := w.stopCtx
+	if ctx.Err() != nil {
+		w.cutOff(len(batch)) // not worth preparing
+		return
+	}
+	rows := w.prepare(batch)
 	var err error
 	for attempt := range writeAttempts {
 		// Checked here, not left to the query: on SQLite a statement
@@ -270,11 +276,18 @@ func (w *Writer) write(batch []Event) {
 		case <-ctx.Done():
 		}
 	}
-	w.dropped.Add(int64(len(rows)))
 	if ctx.Err() != nil {
-		return // Close's deadline passed: Close reports the total
+		w.cutOff(len(rows)) // Close reports the total
+		return
 	}
+	w.dropped.Add(int64(len(rows)))
 	w.log.Error("audit events dropped: the database refused their batch", "events", len(rows), "error", err.Error())
+}
+
+// cutOff drops n events because Close's deadline passed.
+func (w *Writer) cutOff(n int) {
+	w.dropped.Add(int64(n))
+	w.cut.Add(int64(n))
 }
 
 // prepare turns queued events into rows, without their chain fields.
