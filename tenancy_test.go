@@ -369,3 +369,57 @@ func TestSuspensionSurvivesALostKey(t *testing.T) {
 		})
 	}
 }
+
+// The default role is given to everyone who joins the tenant, so setting it
+// is giving it: the caller must hold each of its permissions, as to assign
+// it (else a member holding only settings:manage could make admin the
+// default, register a second account and be admin). It must name a role
+// of the tenant, and the sign-in methods may not repeat.
+func TestTenantSettingsGiveOnlyWhatTheCallerHolds(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[0])
+	rec := w.as(t, w.admin, "POST", "/v1/roles", map[string]any{"name": "settings-editor", "description": "", "permissions": []string{"settings:manage"}})
+	wantStatus(t, rec, http.StatusCreated, "")
+	editor := decode[struct {
+		ID string `json:"id"`
+	}](t, rec).ID
+	wantStatus(t, w.as(t, w.admin, "POST", "/v1/tenants/"+w.acme+"/members/"+w.member.id+"/roles", map[string]any{"role_id": editor}), 200, "")
+	settings := "/v1/tenants/" + w.acme + "/settings"
+
+	rec = w.as(t, w.member, "PATCH", settings, map[string]any{"default_role": "admin"})
+	wantStatus(t, rec, http.StatusForbidden, "escalation")
+	if p, _ := decode[httpx.ErrorBody](t, rec).Error.Details["permission"].(string); p == "" || p == "settings:manage" {
+		t.Fatalf("the refusal names %q, want a permission of admin the member lacks: %s", p, rec.Body)
+	}
+	wantStatus(t, w.as(t, w.member, "PATCH", settings, map[string]any{"default_role": "super_admin"}), http.StatusForbidden, "escalation")
+	wantStatus(t, w.as(t, w.member, "PATCH", settings, map[string]any{"default_role": "no-such-role"}), http.StatusBadRequest, "validation_failed")
+	wantStatus(t, w.as(t, w.member, "PATCH", settings, map[string]any{"login_methods": []string{"password", "password"}}), http.StatusBadRequest, "validation_failed")
+	// Nothing changed: a newcomer still joins as member.
+	if roles := joinedWith(t, w.app, "newcomer@acme.test"); !slices.Equal(roles, []string{"member"}) {
+		t.Fatalf("newcomer's roles %v after refused changes, want [member]", roles)
+	}
+
+	// A role whose permissions the caller holds, it may make the default.
+	wantStatus(t, w.as(t, w.member, "PATCH", settings, map[string]any{"default_role": "settings-editor"}), 200, "")
+	wantStatus(t, w.as(t, w.admin, "PATCH", settings, map[string]any{"default_role": "admin"}), 200, "")
+	if roles := joinedWith(t, w.app, "second@acme.test"); !slices.Equal(roles, []string{"admin"}) {
+		t.Fatalf("newcomer's roles %v, want [admin] once an admin made it the default", roles)
+	}
+	if err := w.app.Close(); err != nil { // writes the audit queue
+		t.Fatal(err)
+	}
+	var refused []string
+	if err := w.app.db.Conn(context.Background()).Raw("SELECT metadata FROM audit_events WHERE action = 'tenant.settings_update' AND outcome = 'failure' AND actor_id = ?",
+		w.member.id).Scan(&refused).Error; err != nil || len(refused) != 2 ||
+		!strings.Contains(refused[0]+refused[1], "escalation: ") || !strings.Contains(refused[0]+refused[1], "super_admin") {
+		t.Fatalf("refused tenant.settings_update events of the member: %q (%v), want admin's and super_admin's", refused, err)
+	}
+}
+
+// joinedWith registers email in acme and returns the roles it got there.
+func joinedWith(t *testing.T, app testApp, email string) []string {
+	t.Helper()
+	app.register(t, email, "correct horse battery", "acme")
+	tok := app.login(t, email, "correct horse battery", "acme").AccessToken
+	return decode[auth.MeResponse](t, app.me(t, tok)).Roles
+}

@@ -161,6 +161,33 @@ func (s *Service) AssignRole(ctx context.Context, tenantID, userID, roleName str
 	return s.bump(ctx)
 }
 
+// CheckRoleGrantable returns nil if the tenant has a role of this name (a
+// system role or its own) that actor may give out: not super_admin, and
+// each of its permissions held by actor in the tenant. Else the error wraps
+// ErrUnknownRole, or is an escalation error naming what actor lacks (and
+// refused in the audit log as action). The tenant module asks it before it
+// makes a role its default, which every newcomer gets.
+func (s *Service) CheckRoleGrantable(ctx context.Context, tenantID, actorID, roleName, action string) error {
+	if roleName == RoleSuperAdmin {
+		s.refused(ctx, &httpx.Identity{TenantID: tenantID, UserID: actorID}, action, roleName, "super_admin")
+		return fmt.Errorf("role %s: only SetSuperAdmin makes super admins: %w", roleName, ErrEscalation)
+	}
+	if !isID(tenantID) {
+		return fmt.Errorf("role %q: %w", roleName, ErrUnknownRole)
+	}
+	r, err := s.st.roleByName(ctx, tenantID, roleName)
+	if err == nil {
+		r, err = s.st.role(ctx, tenantID, r.ID) // with its permissions
+	}
+	if errors.Is(err, ErrRoleNotFound) {
+		return fmt.Errorf("role %q: %w", roleName, ErrUnknownRole)
+	}
+	if err != nil {
+		return err
+	}
+	return s.checkHolds(ctx, &httpx.Identity{TenantID: tenantID, UserID: actorID}, action, r.ID, r.Permissions)
+}
+
 // IsSuperAdmin reports whether the user is a super admin.
 func (s *Service) IsSuperAdmin(ctx context.Context, userID string) (bool, error) {
 	if !isID(userID) {

@@ -24,6 +24,10 @@ type Roles interface {
 	RoleNames(ctx context.Context, tenantID, userID string) ([]string, error)
 	IsLastAdmin(ctx context.Context, tenantID, userID string) (bool, error)
 	IsSuperAdmin(ctx context.Context, userID string) (bool, error)
+	// CheckRoleGrantable returns nil if the tenant has the role and actor
+	// holds each of its permissions there; else a client error (not found,
+	// or forbidden naming what actor lacks).
+	CheckRoleGrantable(ctx context.Context, tenantID, actorID, roleName, action string) error
 	// Invalidate drops every cached permission set, on every instance.
 	Invalidate(ctx context.Context) error
 }

@@ -233,8 +233,16 @@ func (s *Service) UpdateSettings(ctx context.Context, actor, id string, defaultR
 	}
 	fields := map[string]any{}
 	if defaultRole != nil {
-		if *defaultRole == "" || *defaultRole == "super_admin" || len(*defaultRole) > 64 {
+		if *defaultRole == "" || len(*defaultRole) > 64 {
 			return Tenant{}, fault.Field("default_role", "default_role must name a tenant role")
+		}
+		// Every newcomer gets it: whoever sets it must be able to give it.
+		err := s.roles.CheckRoleGrantable(ctx, id, actor, *defaultRole, "tenant.settings_update")
+		if fe, ok := fault.As(err); ok && fe.Kind == fault.NotFound {
+			return Tenant{}, fault.Field("default_role", "default_role must name a role of the tenant")
+		}
+		if err != nil {
+			return Tenant{}, err
 		}
 		fields["default_role"] = *defaultRole
 	}
@@ -242,9 +250,13 @@ func (s *Service) UpdateSettings(ctx context.Context, actor, id string, defaultR
 		if len(methods) == 0 {
 			return Tenant{}, fault.Field("login_methods", "at least one sign-in method must stay allowed")
 		}
-		for _, m := range methods {
+		for i, m := range methods {
 			if !slices.Contains(LoginMethods, m) {
 				return Tenant{}, fault.Field("login_methods", "unknown sign-in method "+truncate(m, 32))
+			}
+			// Each at most once: the list is read on every sign-in.
+			if slices.Contains(methods[:i], m) {
+				return Tenant{}, fault.Field("login_methods", "sign-in method "+m+" is listed twice")
 			}
 		}
 		fields["login_methods"] = strings.Join(methods, " ")
