@@ -256,9 +256,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 // a minute (a Redis restarted from an older snapshot) come back within
 // reassertAllEvery periods, the first pass included. Such a full pass may
 // take longer than a period (about a second per 100,000 sessions revoked
-// within an access token's lifetime), so it has until the next one; the
-// ticker drops the periods it overlaps, and it writes the newest denials
-// first. A failure is logged when it starts and when it ends.
+// within an access token's lifetime), so it has until the next one;
+// the short passes wait for it, and it writes the newest denials first. A failure is logged when it starts and when it ends.
 func (a *app) reassertDenials(ctx context.Context) {
 	defer close(a.reassertDone)
 	tick := time.NewTicker(reassertEvery)
