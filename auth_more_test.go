@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -139,6 +140,79 @@ func TestLoginFailuresAndLockout(t *testing.T) {
 	// Other accounts are unaffected.
 	app.register(t, "frank@example.com", "correct horse battery", "")
 	app.login(t, "frank@example.com", "correct horse battery", "")
+}
+
+// A burst of concurrent guesses gets no more password checks than the
+// lockout threshold: each check is counted before it is made, so the
+// guesses past the threshold are refused (423) without one, although the
+// lock is written only when a failure is counted. Then even the right
+// password is refused.
+func TestLockoutHoldsUnderABurst(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			app := newTestApp(t, b, nil)
+			app.register(t, "burst@example.com", "correct horse battery", "")
+			const n = 40
+			codes := make([]int, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					codes[i] = app.do(t, req{method: "POST", path: "/v1/auth/login",
+						body: auth.LoginRequest{Email: "burst@example.com", Password: "wrong password " + strconv.Itoa(i)}}).Code
+				}()
+			}
+			close(start)
+			wg.Wait()
+			count := map[int]int{}
+			for _, c := range codes {
+				count[c]++
+			}
+			// The threshold's last check answers 423 too: it writes the lock.
+			if count[401] != 4 || count[423] != n-4 {
+				t.Fatalf("answers to %d concurrent wrong guesses: %v; want 4 × 401 and the rest 423", n, count)
+			}
+			wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
+				body: auth.LoginRequest{Email: "burst@example.com", Password: "correct horse battery"}}), 423, "account_locked")
+			if err := app.Close(); err != nil { // writes the audit queue
+				t.Fatal(err)
+			}
+			var checked, locks int64
+			conn := app.db.Conn(context.Background())
+			if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&checked).Error; err != nil || checked != 5 {
+				t.Fatalf("%d failed logins recorded (%v), want the 5 whose password was checked", checked, err)
+			}
+			if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.lockout'").Scan(&locks).Error; err != nil || locks != 1 {
+				t.Fatalf("%d lockouts recorded (%v), want 1", locks, err)
+			}
+		})
+	}
+}
+
+// A stolen access token is no way around the lockout: a wrong current
+// password counts as a failed login of the account, so the fifth locks it,
+// for sign-in and for password changes alike, the right password included.
+func TestPasswordChangeCountsTowardLockout(t *testing.T) {
+	t.Parallel()
+	app := newTestApp(t, backends[0], nil)
+	app.register(t, "stolen@example.com", "correct horse battery", "")
+	tok := app.login(t, "stolen@example.com", "correct horse battery", "").AccessToken
+	change := func(current string) *httpRecorder {
+		return app.do(t, req{method: "POST", path: "/v1/auth/password", bearer: tok,
+			body: auth.PasswordRequest{CurrentPassword: current, NewPassword: "a brand new passphrase"}})
+	}
+	for i := range 4 {
+		wantStatus(t, change("guess number "+strconv.Itoa(i)), 403, "invalid_current_password")
+	}
+	wantStatus(t, change("guess number 4"), 423, "account_locked")
+	wantStatus(t, change("correct horse battery"), 423, "account_locked")
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "stolen@example.com", Password: "correct horse battery"}}), 423, "account_locked")
 }
 
 type httptestRecorder = httpRecorder

@@ -109,6 +109,8 @@ func (m *Module) Routes() []httpx.Route {
 		{Method: http.MethodDelete, Path: "/v1/auth/sessions/{id}", Summary: "End one of the caller's sessions", Tags: tags,
 			Auth: httpx.Authenticated, Audit: "auth.session_revoke", Status: http.StatusNoContent, Handle: m.revokeSession},
 		{Method: http.MethodPost, Path: "/v1/auth/password", Summary: "Change the password; ends every other session", Tags: tags,
+			Description: "A wrong current password counts as a failed sign-in of the account: after auth.lockout_threshold " +
+				"failures the account answers 423 account_locked with Retry-After, here and at sign-in.",
 			Auth: httpx.Authenticated, Audit: "auth.password_change", In: PasswordRequest{}, Status: http.StatusNoContent,
 			Handle: m.changePassword},
 		{Method: http.MethodPost, Path: "/v1/auth/switch-tenant", Summary: "A token pair for another of the caller's tenants", Tags: tags,

@@ -199,9 +199,8 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	if err != nil {
 		return Pair{}, err
 	}
-	if until, err := s.kv.Get(ctx, "login:lock:"+digest(email)); err == nil {
-		return Pair{}, s.locked(until)
-	} else if !errors.Is(err, kv.ErrNotFound) {
+	n, err := s.claimAttempt(ctx, email, audit.Anonymous(email))
+	if err != nil {
 		return Pair{}, err
 	}
 	if password == "" || len(password) > maxPassword {
@@ -209,14 +208,14 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 		if _, err := s.hasher.compare(ctx, nil, password); err != nil {
 			return Pair{}, err
 		}
-		return Pair{}, s.failLogin(ctx, email, "", "bad_password_length")
+		return Pair{}, s.failLogin(ctx, email, "", "bad_password_length", n)
 	}
 	u, err := s.store.userByEmail(ctx, email)
 	if isNotFound(err) {
 		if _, err := s.hasher.compare(ctx, nil, password); err != nil {
 			return Pair{}, err
 		}
-		return Pair{}, s.failLogin(ctx, email, "", "unknown_email")
+		return Pair{}, s.failLogin(ctx, email, "", "unknown_email", n)
 	}
 	if err != nil {
 		return Pair{}, err
@@ -224,10 +223,10 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	if ok, err := s.hasher.compare(ctx, []byte(u.PasswordHash), password); err != nil {
 		return Pair{}, err
 	} else if !ok {
-		return Pair{}, s.failLogin(ctx, email, u.ID, "wrong_password")
+		return Pair{}, s.failLogin(ctx, email, u.ID, "wrong_password", n)
 	}
 	if u.Status != statusActive {
-		return Pair{}, s.failLogin(ctx, email, u.ID, "user_"+u.Status)
+		return Pair{}, s.failLogin(ctx, email, u.ID, "user_"+u.Status, n)
 	}
 	t, err := s.pickMembership(ctx, u.ID, tenantSlug)
 	if err != nil {
@@ -236,15 +235,16 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 		}
 		// Not a member there: the same answer as a wrong password, so
 		// memberships cannot be probed.
-		return Pair{}, s.failLogin(ctx, email, u.ID, "not_a_member")
+		return Pair{}, s.failLogin(ctx, email, u.ID, "not_a_member", n)
+	}
+	// The password was right: its check does not count.
+	if err := s.resetAttempts(ctx, email); err != nil {
+		return Pair{}, err
 	}
 	if !slices.Contains(strings.Fields(t.LoginMethods), "password") {
 		s.record(ctx, audit.Event{Action: "auth.login", Outcome: audit.Failure, TenantID: t.ID, Actor: audit.User(u.ID),
 			Metadata: map[string]any{"reason": "password_login_disabled"}})
 		return Pair{}, ErrMethodNotAllowed
-	}
-	if err := s.kv.Delete(ctx, "login:fail:"+digest(email)); err != nil {
-		return Pair{}, err
 	}
 	pair, sid, err := s.startSession(ctx, u.ID, t, client)
 	if err != nil {
@@ -286,29 +286,65 @@ func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tena
 	return t, err
 }
 
-// failLogin counts a failed login for the email, locks the account at the
-// threshold, and slows the next tries down before that.
-func (s *Service) failLogin(ctx context.Context, email, userID, reason string) error {
+// claimAttempt refuses a password check for email while its account is
+// locked, and otherwise counts the check before it is made, returning its
+// number within the lockout window. Counted first, concurrent checks
+// cannot all get past the lock that the failures of the first ones are
+// about to write: a check numbered past the threshold is refused, and locks
+// the account, without being made. A password check that succeeds resets
+// the count (resetAttempts); failLogin locks at the threshold.
+func (s *Service) claimAttempt(ctx context.Context, email string, actor audit.Actor) (int64, error) {
+	if until, err := s.kv.Get(ctx, "login:lock:"+digest(email)); err == nil {
+		return 0, s.locked(until)
+	} else if !errors.Is(err, kv.ErrNotFound) {
+		return 0, err
+	}
+	n, err := s.kv.Incr(ctx, "login:fail:"+digest(email), 1, s.cfg.LockoutDuration)
+	if err != nil {
+		return 0, err
+	}
+	if n > int64(s.cfg.LockoutThreshold) {
+		return 0, s.lock(ctx, email, actor)
+	}
+	return n, nil
+}
+
+// resetAttempts forgets the password checks counted for email.
+func (s *Service) resetAttempts(ctx context.Context, email string) error {
+	return s.kv.Delete(ctx, "login:fail:"+digest(email))
+}
+
+// lock locks the account of email for the lockout duration, unless it is
+// locked already, and returns the error that says so.
+func (s *Service) lock(ctx context.Context, email string, actor audit.Actor) error {
+	until := s.now().Add(s.cfg.LockoutDuration)
+	v := []byte(strconv.FormatInt(until.Unix(), 10))
+	stored, err := s.kv.SetNX(ctx, "login:lock:"+digest(email), v, s.cfg.LockoutDuration)
+	if err != nil {
+		return err
+	}
+	if stored {
+		// The count starts again when the lock ends.
+		if err := s.resetAttempts(ctx, email); err != nil {
+			return err
+		}
+		s.record(ctx, audit.Event{Action: "auth.lockout", Outcome: audit.Success, Actor: actor,
+			Metadata: map[string]any{"until": until}})
+	}
+	return s.locked(v)
+}
+
+// failLogin records a failed login, the n-th password check counted for
+// the email (claimAttempt), locks the account at the threshold, and slows
+// the next tries down before that.
+func (s *Service) failLogin(ctx context.Context, email, userID, reason string, n int64) error {
 	actor := audit.Anonymous(email)
 	if userID != "" {
 		actor = audit.User(userID)
 	}
 	s.record(ctx, audit.Event{Action: "auth.login", Outcome: audit.Failure, Actor: actor, Metadata: map[string]any{"reason": reason}})
-	n, err := s.kv.Incr(ctx, "login:fail:"+digest(email), 1, s.cfg.LockoutDuration)
-	if err != nil {
-		return err
-	}
 	if n >= int64(s.cfg.LockoutThreshold) {
-		until := s.now().Add(s.cfg.LockoutDuration)
-		if err := s.kv.Set(ctx, "login:lock:"+digest(email), []byte(strconv.FormatInt(until.Unix(), 10)), s.cfg.LockoutDuration); err != nil {
-			return err
-		}
-		if err := s.kv.Delete(ctx, "login:fail:"+digest(email)); err != nil {
-			return err
-		}
-		s.record(ctx, audit.Event{Action: "auth.lockout", Outcome: audit.Success, Actor: actor,
-			Metadata: map[string]any{"until": until}})
-		return s.locked([]byte(strconv.FormatInt(until.Unix(), 10)))
+		return s.lock(ctx, email, actor)
 	}
 	if n >= 2 && s.cfg.FailDelay > 0 {
 		delay := min(s.cfg.FailDelay<<(n-2), 2*time.Second)
@@ -701,6 +737,12 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	if err != nil {
 		return err
 	}
+	// Counted with the account's logins: an access token alone must not
+	// be a way to guess the password without a lockout.
+	n, err := s.claimAttempt(ctx, u.Email, audit.User(u.ID))
+	if err != nil {
+		return err
+	}
 	ok := false
 	if len(current) <= maxPassword {
 		if ok, err = s.hasher.compare(ctx, []byte(u.PasswordHash), current); err != nil {
@@ -710,7 +752,13 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	if !ok {
 		s.record(ctx, audit.Event{Action: "auth.password_change", Outcome: audit.Failure, TenantID: id.TenantID,
 			Actor: audit.User(id.UserID), Metadata: map[string]any{"reason": "wrong_current_password"}})
+		if n >= int64(s.cfg.LockoutThreshold) {
+			return s.lock(ctx, u.Email, audit.User(u.ID))
+		}
 		return ErrWrongPassword
+	}
+	if err := s.resetAttempts(ctx, u.Email); err != nil {
+		return err
 	}
 	hash, err := s.hasher.hash(ctx, next)
 	if err != nil {
