@@ -561,6 +561,10 @@ func (a authTenants) TenantByID(ctx context.Context, id string) (auth.Tenant, er
 	return authTenant(t), err
 }
 
+func (a authTenants) Suspended(ctx context.Context, id string) (bool, error) {
+	return a.t.Suspended(ctx, id)
+}
+
 func (a authTenants) MemberStatus(ctx context.Context, tenantID, userID string) (string, error) {
 	m, err := a.t.Membership(ctx, tenantID, userID)
 	return m.Status, err

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"gatehouse/modules/auth"
+	"gatehouse/modules/tenant"
 	"gatehouse/platform/config"
 	"gatehouse/platform/kv"
 )
@@ -364,6 +365,29 @@ func TestIntrospect(t *testing.T) {
 	store.armed.Store(false)
 	if !strings.Contains(app.logs.String(), "introspection answered inactive") || !strings.Contains(app.logs.String(), "store down") {
 		t.Errorf("the failed introspection was not logged with its cause:\n%s", app.logs)
+	}
+	// A suspended tenant's tokens are refused on every request, and are
+	// inactive here too, but a super admin's, as there; resumed, they are
+	// active again.
+	root := app.register(t, "root@example.com", "correct horse battery", "")
+	if err := app.rbac.Service().SetSuperAdmin(context.Background(), root.User.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	rootTok := app.login(t, "root@example.com", "correct horse battery", "").AccessToken
+	status := func(s string) {
+		t.Helper()
+		wantStatus(t, app.do(t, req{method: "PATCH", path: "/v1/tenants/" + got.TenantID, bearer: rootTok,
+			body: tenant.UpdateTenantRequest{Status: &s}}), 200, "")
+	}
+	status(tenant.StatusSuspended)
+	wantStatus(t, app.me(t, p.AccessToken), 403, "tenant_suspended")
+	inactive(p.AccessToken)
+	if rec := intro("orders", "s3rvice-secret", rootTok); !decode[auth.IntrospectResponse](t, rec).Active {
+		t.Fatalf("a super admin's token in the suspended tenant: %s", rec.Body)
+	}
+	status(tenant.StatusActive)
+	if rec := intro("orders", "s3rvice-secret", p.AccessToken); !decode[auth.IntrospectResponse](t, rec).Active {
+		t.Fatalf("after resumption: %s", rec.Body)
 	}
 	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: p.AccessToken}), 204, "")
 	inactive(p.AccessToken)

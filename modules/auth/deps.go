@@ -18,6 +18,9 @@ type Tenants interface {
 	TenantByID(ctx context.Context, id string) (Tenant, error)
 	// MemberStatus returns the status of the user's membership.
 	MemberStatus(ctx context.Context, tenantID, userID string) (string, error)
+	// Suspended reports whether the tenant is suspended, as the tenant
+	// step of every request reads it.
+	Suspended(ctx context.Context, tenantID string) (bool, error)
 	// ActiveTenants returns the ids of the user's active memberships.
 	ActiveTenants(ctx context.Context, userID string) ([]string, error)
 	// Join makes a new user a member with the tenant's default role, in

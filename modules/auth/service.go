@@ -666,6 +666,14 @@ func (s *Service) Introspect(ctx context.Context, raw, clientID string) (*token.
 			c = nil
 		}
 	}
+	if c != nil {
+		// Refused on every request of a suspended tenant, as the tenant
+		// step refuses it; but a super admin's, as there.
+		var suspended bool
+		if suspended, err = s.tenants.Suspended(ctx, c.TenantID); err != nil || (suspended && !slices.Contains(c.Roles, "super_admin")) {
+			c = nil
+		}
+	}
 	if err != nil {
 		// The client hears only "active": false; the cause goes here.
 		s.log.WarnContext(ctx, "introspection answered inactive: the token's state could not be read", "error", err.Error())

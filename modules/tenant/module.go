@@ -127,7 +127,7 @@ func (m *Module) Resolve(httpx.Route) echo.MiddlewareFunc {
 				m.audit(c, id, "tenant.act_as", audit.Success, named)
 				id.HomeTenantID, id.TenantID = id.TenantID, named
 			}
-			suspended, err := m.svc.suspended(ctx, id.TenantID)
+			suspended, err := m.svc.Suspended(ctx, id.TenantID)
 			if err != nil {
 				return err
 			}

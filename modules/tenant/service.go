@@ -72,10 +72,10 @@ func statusKey(id string) string { return "tenant:status:" + id }
 
 const statusTTL = 24 * time.Hour
 
-// suspended reports whether the tenant is suspended: from kv, else from the
+// Suspended reports whether the tenant is suspended: from kv, else from the
 // database, caching what it read. A tenant that does not exist is not
 // suspended (its members have no permissions anyway).
-func (s *Service) suspended(ctx context.Context, id string) (bool, error) {
+func (s *Service) Suspended(ctx context.Context, id string) (bool, error) {
 	v, err := s.kv.Get(ctx, statusKey(id))
 	if err == nil {
 		return string(v) == StatusSuspended, nil
