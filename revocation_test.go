@@ -621,7 +621,6 @@ func TestRoleRevokeRetriedAfterAStoreFailure(t *testing.T) {
 	store := &setFails{prefix: "rbac:version"}
 	app := startAppOn(t, testConfig(t, backends[0]), func(s kv.Store) kv.Store { store.Store = s; return store })
 	w := newWorldOn(t, app)
-	const adminRole = "01950000-0000-7000-8000-000000000002" // seeded by migration 00004
 	mine := func() string {
 		return w.as(t, w.member, "GET", "/v1/permissions/mine", nil).Body.String()
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/labstack/echo/v4"
@@ -423,3 +424,50 @@ func joinedWith(t *testing.T, app testApp, email string) []string {
 	tok := app.login(t, email, "correct horse battery", "acme").AccessToken
 	return decode[auth.MeResponse](t, app.me(t, tok)).Roles
 }
+
+// Two admins removing, or suspending, each other at the same moment: one
+// wins and the other is refused, on both backends. The
+// check and the change are one transaction; as two statements, both
+// requests passed the check and the tenant was left with no admin.
+func TestLastAdminRace(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			for _, method := range []string{"DELETE", "PATCH"} {
+				for range 3 {
+					w := newWorld(t, b)
+					wantStatus(t, w.as(t, w.admin, "POST", "/v1/tenants/"+w.acme+"/members/"+w.manager.id+"/roles",
+						map[string]any{"role_id": adminRole}), 200, "")
+					var wg sync.WaitGroup
+					codes := make([]int, 2)
+					start := make(chan struct{})
+					for i, pair := range [][2]person{{w.admin, w.manager}, {w.manager, w.admin}} {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							<-start
+							var body any
+							if method == "PATCH" {
+								body = map[string]string{"status": "suspended"}
+							}
+							codes[i] = w.as(t, pair[0], method, "/v1/tenants/"+w.acme+"/members/"+pair[1].id, body).Code
+						}()
+					}
+					close(start)
+					wg.Wait()
+					// The loser is refused by the guard (409), or, when it
+					// came second, already as a non-admin (403) or with its
+					// session ended (401).
+					slices.Sort(codes)
+					if codes[0] >= 300 || codes[1] < 400 {
+						t.Fatalf("%s by each of two admins of the other at once: %v; want one done and one refused", method, codes)
+					}
+				}
+			}
+		})
+	}
+}
+
+// adminRole is the id of the admin system role, seeded by migration 00004.
+const adminRole = "01950000-0000-7000-8000-000000000002"

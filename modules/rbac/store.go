@@ -296,16 +296,16 @@ func (s store) setSuperAdmin(ctx context.Context, userID string, on bool, now ti
 
 // activeAdmins returns the users holding the admin role in the tenant whose
 // membership is active. On PostgreSQL, inside a transaction, it locks their
-// membership_roles rows until the transaction ends, so two admins taking
-// admin from each other at once are serialised and the second sees the
-// first's change; SQLite's transactions take the write lock at BEGIN
-// already.
+// membership_roles and memberships rows until the transaction ends, so two
+// admins taking admin from each other at once (a role revoked, a member
+// suspended or removed) are serialised and the second sees the first's
+// change; SQLite's transactions take the write lock at BEGIN already.
 func (s store) activeAdmins(ctx context.Context, tenantID string) ([]string, error) {
 	q := `SELECT mr.user_id FROM membership_roles mr
 		JOIN memberships m ON m.user_id = mr.user_id AND m.tenant_id = mr.tenant_id
 		WHERE mr.tenant_id = ? AND mr.role_id = ? AND m.status = 'active'`
 	if s.db.Dialect() == db.Postgres {
-		q += " FOR UPDATE OF mr"
+		q += " FOR UPDATE OF mr, m"
 	}
 	var out []string
 	if err := s.conn(ctx).Raw(q, tenantID, adminRoleID).Scan(&out).Error; err != nil {

@@ -385,12 +385,15 @@ func (s *Service) SetMemberStatus(ctx context.Context, actor, tenantID, userID, 
 	if err != nil {
 		return Membership{}, err
 	}
-	if status == StatusSuspended {
-		if err := s.guardLastAdmin(ctx, tenantID, userID); err != nil {
-			return Membership{}, err
+	err = s.store.db.InTx(ctx, func(ctx context.Context) error {
+		if status == StatusSuspended {
+			if err := s.guardLastAdmin(ctx, tenantID, userID); err != nil {
+				return err
+			}
 		}
-	}
-	if err := s.store.setMemberStatus(ctx, tenantID, userID, status); err != nil {
+		return s.store.setMemberStatus(ctx, tenantID, userID, status)
+	})
+	if err != nil {
 		return Membership{}, err
 	}
 	if err := s.roles.Invalidate(ctx); err != nil {
@@ -422,10 +425,13 @@ func (s *Service) RemoveMember(ctx context.Context, actor, tenantID, userID stri
 	if err != nil {
 		return err
 	}
-	if err := s.guardLastAdmin(ctx, tenantID, userID); err != nil {
-		return err
-	}
-	if err := s.store.removeMember(ctx, tenantID, userID); err != nil {
+	err = s.store.db.InTx(ctx, func(ctx context.Context) error {
+		if err := s.guardLastAdmin(ctx, tenantID, userID); err != nil {
+			return err
+		}
+		return s.store.removeMember(ctx, tenantID, userID)
+	})
+	if err != nil {
 		return err
 	}
 	if err := s.roles.Invalidate(ctx); err != nil {
@@ -438,6 +444,10 @@ func (s *Service) RemoveMember(ctx context.Context, actor, tenantID, userID stri
 	return nil
 }
 
+// guardLastAdmin refuses to take userID's admin away if it is the tenant's
+// last active admin. Called in the transaction of the change, so that two
+// admins removing or suspending each other at once are serialised (rbac's
+// IsLastAdmin locks the rows it reads) and the second is refused.
 func (s *Service) guardLastAdmin(ctx context.Context, tenantID, userID string) error {
 	last, err := s.roles.IsLastAdmin(ctx, tenantID, userID)
 	if err != nil {
