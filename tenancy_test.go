@@ -471,3 +471,42 @@ func TestLastAdminRace(t *testing.T) {
 
 // adminRole is the id of the admin system role, seeded by migration 00004.
 const adminRole = "01950000-0000-7000-8000-000000000002"
+
+// Suspending, reactivating or removing a member takes away or gives back
+// what the member's roles give, so, as revoking those roles, it needs the
+// caller to hold all of it: a member given only users:manage can suspend a
+// plain member but not an admin (403 escalation, audited).
+func TestMemberChangesNeedWhatTheMemberHolds(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[0])
+	rec := w.as(t, w.admin, "POST", "/v1/roles", map[string]any{"name": "people", "description": "",
+		"permissions": []string{"users:manage", "users:read", "orders:read:own", "orders:write:own", "profile:read", "profile:write"}})
+	wantStatus(t, rec, http.StatusCreated, "")
+	people := decode[struct {
+		ID string `json:"id"`
+	}](t, rec).ID
+	wantStatus(t, w.as(t, w.admin, "POST", "/v1/tenants/"+w.acme+"/members/"+w.member.id+"/roles", map[string]any{"role_id": people}), 200, "")
+	members := "/v1/tenants/" + w.acme + "/members/"
+	suspend := map[string]string{"status": "suspended"}
+
+	wantStatus(t, w.as(t, w.member, "PATCH", members+w.admin.id, suspend), http.StatusForbidden, "escalation")
+	wantStatus(t, w.as(t, w.member, "DELETE", members+w.admin.id, nil), http.StatusForbidden, "escalation")
+	wantStatus(t, w.as(t, w.member, "PATCH", members+w.manager.id, suspend), http.StatusForbidden, "escalation")
+	wantStatus(t, w.app.me(t, w.admin.token), 200, "") // untouched
+	wantStatus(t, w.app.me(t, w.manager.token), 200, "")
+
+	// A member whose roles it holds, it may suspend, reactivate and remove.
+	plain := w.app.register(t, "plain@acme.test", "correct horse battery", "acme").User.ID
+	wantStatus(t, w.as(t, w.member, "PATCH", members+plain, suspend), 200, "")
+	wantStatus(t, w.as(t, w.member, "PATCH", members+plain, map[string]string{"status": "active"}), 200, "")
+	wantStatus(t, w.as(t, w.member, "DELETE", members+plain, nil), http.StatusNoContent, "")
+
+	if err := w.app.Close(); err != nil { // writes the audit queue
+		t.Fatal(err)
+	}
+	var refused []string
+	if err := w.app.db.Conn(context.Background()).Raw("SELECT action FROM audit_events WHERE outcome = 'failure' AND actor_id = ? AND action LIKE 'tenant.member_%' ORDER BY seq",
+		w.member.id).Scan(&refused).Error; err != nil || !slices.Equal(refused, []string{"tenant.member_status", "tenant.member_remove", "tenant.member_status"}) {
+		t.Fatalf("refusals audited: %q (%v)", refused, err)
+	}
+}

@@ -188,6 +188,23 @@ func (s *Service) CheckRoleGrantable(ctx context.Context, tenantID, actorID, rol
 	return s.checkHolds(ctx, &httpx.Identity{TenantID: tenantID, UserID: actorID}, action, r.ID, r.Permissions)
 }
 
+// CheckHoldsMember returns nil if actor holds, in the tenant, each
+// permission the roles of member there give, whatever the membership's
+// status; else an escalation error naming the first it lacks (and refused
+// in the audit log as action). Suspending, reactivating or removing a
+// member takes away or gives back what its roles give, so it needs what
+// revoking or assigning them would.
+func (s *Service) CheckHoldsMember(ctx context.Context, tenantID, actorID, member, action string) error {
+	if !isID(tenantID) || !isID(member) {
+		return nil // no such member: the caller says so
+	}
+	perms, err := s.st.memberPermissions(ctx, tenantID, member)
+	if err != nil {
+		return err
+	}
+	return s.checkHolds(ctx, &httpx.Identity{TenantID: tenantID, UserID: actorID}, action, member, perms)
+}
+
 // IsSuperAdmin reports whether the user is a super admin.
 func (s *Service) IsSuperAdmin(ctx context.Context, userID string) (bool, error) {
 	if !isID(userID) {

@@ -28,6 +28,10 @@ type Roles interface {
 	// holds each of its permissions there; else a client error (not found,
 	// or forbidden naming what actor lacks).
 	CheckRoleGrantable(ctx context.Context, tenantID, actorID, roleName, action string) error
+	// CheckHoldsMember returns nil if actor holds each permission that
+	// member's roles give in the tenant; else a forbidden client error
+	// naming what actor lacks.
+	CheckHoldsMember(ctx context.Context, tenantID, actorID, member, action string) error
 	// Invalidate drops every cached permission set, on every instance.
 	Invalidate(ctx context.Context) error
 }

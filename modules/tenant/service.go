@@ -376,13 +376,17 @@ func (s *Service) member(ctx context.Context, tenantID, userID string) (Membersh
 
 // SetMemberStatus suspends or reactivates a member. Suspension ends the
 // member's sessions in the tenant at once. The last admin cannot be
-// suspended.
+// suspended, and the caller must hold every permission the member's roles
+// give.
 func (s *Service) SetMemberStatus(ctx context.Context, actor, tenantID, userID, status string) (Membership, error) {
 	if status != StatusActive && status != StatusSuspended {
 		return Membership{}, fault.Field("status", "status must be active or suspended")
 	}
 	before, err := s.member(ctx, tenantID, userID)
 	if err != nil {
+		return Membership{}, err
+	}
+	if err := s.roles.CheckHoldsMember(ctx, tenantID, actor, userID, "tenant.member_status"); err != nil {
 		return Membership{}, err
 	}
 	err = s.store.db.InTx(ctx, func(ctx context.Context) error {
@@ -411,7 +415,8 @@ func (s *Service) SetMemberStatus(ctx context.Context, actor, tenantID, userID, 
 }
 
 // RemoveMember ends a membership and the member's sessions in the tenant.
-// The last admin cannot be removed.
+// The last admin cannot be removed, and the caller must hold every
+// permission the member's roles give.
 func (s *Service) RemoveMember(ctx context.Context, actor, tenantID, userID string) error {
 	before, err := s.member(ctx, tenantID, userID)
 	if errors.Is(err, ErrMemberNotFound) && uuid.Validate(userID) == nil {
@@ -423,6 +428,9 @@ func (s *Service) RemoveMember(ctx context.Context, actor, tenantID, userID stri
 		}
 	}
 	if err != nil {
+		return err
+	}
+	if err := s.roles.CheckHoldsMember(ctx, tenantID, actor, userID, "tenant.member_remove"); err != nil {
 		return err
 	}
 	err = s.store.db.InTx(ctx, func(ctx context.Context) error {
