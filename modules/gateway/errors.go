@@ -25,6 +25,9 @@ var (
 	// ErrGatewayTimeout: the upstream did not answer within the route's
 	// timeout.
 	ErrGatewayTimeout = fault.New(fault.GatewayTimeout, "gateway_timeout", "the upstream service did not answer in time")
+	// ErrRequestTimeout: the client had not sent its whole body when the
+	// route's timeout ran out. The upstream is not blamed for it.
+	ErrRequestTimeout = fault.New(fault.RequestTimeout, "request_timeout", "the request body did not arrive within the route's timeout")
 	// ErrUnavailable: every upstream of the route is down (open circuit);
 	// none was contacted.
 	ErrUnavailable = fault.New(fault.Unavailable, "upstream_unavailable", "the upstream service is unavailable: try again later")

@@ -148,6 +148,9 @@ var spoofableNames = map[string]bool{
 	"x-client-ip": true, "true-client-ip": true, "x-cluster-client-ip": true, "cf-connecting-ip": true,
 	"fastly-client-ip": true, "front-end-https": true, "x-url-scheme": true,
 	"remote-user": true, "x-remote-user": true,
+	// Set by the gateway itself: a client's, in another spelling
+	// (X_Real_IP), would reach a CGI-style upstream beside it.
+	"x-real-ip": true, "x-request-id": true,
 }
 
 // gatehouseHeader reports whether a header name is in the X-Gatehouse-

@@ -43,6 +43,7 @@ type exchangeKey struct{}
 // and what they report back. It is also the ResponseWriter handed to the
 // ReverseProxy, so Echo's response keeps the status and size it writes.
 type exchange struct {
+	g     *Gateway
 	rt    *route
 	c     echo.Context
 	res   *echo.Response
@@ -96,7 +97,7 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 	if !ok || rest != "" && rest[0] != '/' {
 		return errNoRoute // Echo's match makes this impossible; the check keeps it so
 	}
-	ex := &exchange{rt: rt, c: c, res: c.Response(), id: httpx.IdentityOf(c),
+	ex := &exchange{g: g, rt: rt, c: c, res: c.Response(), id: httpx.IdentityOf(c),
 		reqID: httpx.RequestID(c), path: rt.replace + rest}
 	if req.URL.RawPath != "" {
 		// The prefix is plain characters, so it begins the raw path too.
@@ -128,8 +129,16 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 	ex.timer = time.AfterFunc(rt.cfg.Timeout, func() {
 		if ex.idle.Load() {
 			cancel(errIdle)
-		} else {
-			cancel(errTimeout)
+			return
+		}
+		cancel(errTimeout)
+		if !ex.body.done.Load() {
+			// The transport waits for its read of the body to end, and a
+			// client that stalls would hold the handler (and its place
+			// under max_requests) until the server's read timeout: the
+			// read ends now. The connection cannot serve another request
+			// anyway, with its body unread.
+			_ = http.NewResponseController(ex.res.Writer).SetReadDeadline(time.Now())
 		}
 	})
 	defer ex.timer.Stop()
@@ -203,6 +212,13 @@ func (g *Gateway) failure(ex *exchange, in *http.Request) (retry bool, answer er
 		g.log.Warn("gateway: exchange broken after the response began", "route", ex.rt.cfg.Name,
 			"upstream", ex.up.name, "request_id", ex.reqID, "error", err.Error())
 		return false, nil
+	case context.Cause(ex.ctx) == errTimeout && !ex.body.done.Load():
+		// The time ran out while the client was still sending its body:
+		// a slow client, not a slow upstream, whose breaker it must not
+		// be able to open. (Cutting its read off also ends the request's
+		// context, so this comes before the client-left case.)
+		ex.up.release()
+		return false, ErrRequestTimeout
 	case in.Context().Err() != nil:
 		// The client left: that says nothing about the upstream.
 		ex.up.release()
@@ -321,9 +337,11 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if ex.token != "" {
 		h.Set("X-Gatehouse-Token", ex.token)
 	}
-	if out.Body != nil {
+	if out.Body != nil && out.Body != http.NoBody {
 		ex.body.rc = out.Body
 		out.Body = &ex.body
+	} else {
+		ex.body.done.Store(true)
 	}
 }
 
@@ -385,9 +403,20 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	return nil
 }
 
-// ownCookie reports whether a Set-Cookie line sets one of Deps.Cookies.
+// ownCookie reports whether a Set-Cookie line sets one of Deps.Cookies,
+// or a cookie a browser sends back as one: a cookie with no name
+// ("=gatehouse_refresh=x", or "gatehouse_refresh" with no "=") is stored
+// (RFC 6265bis) and sent back as its bare value, which a server reads as
+// "name=value", ahead of the real one when its path is longer.
 func (g *Gateway) ownCookie(line string) bool {
-	name, _, _ := strings.Cut(line, "=")
+	pair, _, _ := strings.Cut(line, ";")
+	name, value, ok := strings.Cut(pair, "=")
+	if !ok {
+		value = name
+	}
+	if !ok || strings.TrimSpace(name) == "" {
+		name, _, _ = strings.Cut(value, "=")
+	}
 	return slices.Contains(g.cookies, strings.TrimSpace(name))
 }
 
@@ -425,6 +454,15 @@ func (ex *exchange) Write(p []byte) (int, error) {
 
 func (ex *exchange) WriteHeader(code int) {
 	if code >= 100 && code < 200 {
+		// An HTTP/1.0 client would take it for the final response
+		// (RFC 9110, 15.2).
+		if !ex.c.Request().ProtoAtLeast(1, 1) {
+			return
+		}
+		// Nor may an upstream set Gatehouse's cookies this way.
+		if sc := ex.hint["Set-Cookie"]; len(sc) > 0 {
+			ex.hint["Set-Cookie"] = slices.DeleteFunc(slices.Clone(sc), ex.g.ownCookie)
+		}
 		// An informational response (103 Early Hints) goes straight out,
 		// Echo would take it for the final status, with the gateway's
 		// headers and its own, which are then taken off again.
@@ -478,18 +516,23 @@ func (b *idleBody) Read(p []byte) (int, error) {
 func (b *idleBody) Close() error { return b.rc.Close() }
 
 // body is the request body on its way upstream. It notes whether reading
-// it failed, so the client's failures (too large, broken off) are not
-// held against the upstream. The transport reads it on its own goroutine,
-// hence the atomics.
+// it failed, or had not ended when the route's timeout ran out, so the
+// client's failures (too large, broken off, too slow) are not held against
+// the upstream. The transport reads it on its own goroutine, hence the
+// atomics.
 type body struct {
 	rc       io.ReadCloser
+	done     atomic.Bool // read to its end, or there is none
 	failed   atomic.Bool
 	tooLarge atomic.Bool
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		b.done.Store(true)
+	case err != nil:
 		b.fail(err)
 	}
 	return n, err

@@ -48,6 +48,10 @@ func TestHeaders(t *testing.T) {
 		req.Header.Set("X-Real-IP", "6.6.6.6")
 		req.Header.Set("Forwarded", "for=6.6.6.6;proto=https")
 		req.Header.Set("X-Request-ID", "req-123")
+		// The gateway sets these; a CGI-style upstream reads the
+		// underscore spellings as the same names.
+		req.Header["X_Real_IP"] = []string{"6.6.6.6"}
+		req.Header["X_Request_ID"] = []string{"forged"}
 		for _, k := range spoofed {
 			req.Header[k] = []string{"/admin"}
 		}
@@ -84,6 +88,11 @@ func TestHeaders(t *testing.T) {
 		}
 		for _, k := range append([]string{"Authorization", "Forwarded"}, spoofed...) {
 			if v, ok := s.Header[http.CanonicalHeaderKey(k)]; ok {
+				t.Errorf("%s reached the upstream: %q", k, v)
+			}
+		}
+		for k, v := range s.Header {
+			if strings.Contains(k, "_") {
 				t.Errorf("%s reached the upstream: %q", k, v)
 			}
 		}
@@ -335,14 +344,17 @@ func TestCurrentRoles(t *testing.T) {
 func TestUpstreamCannotSetOurCookies(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		// With no name, a cookie is sent back as its bare value, which
+		// reads as "gatehouse_refresh=planted", ahead of the real one.
 		w.Header()["Set-Cookie"] = []string{"gatehouse_refresh=planted; Path=/v1/auth; HttpOnly", "theme=dark; Path=/",
-			" gatehouse_csrf =x; Path=/v1/auth", "gatehouse_refresh_not=1"}
+			" gatehouse_csrf =x; Path=/v1/auth", "gatehouse_refresh_not=1", "=gatehouse_refresh=planted; Path=/v1/auth/refresh",
+			" = gatehouse_csrf=x", "gatehouse_csrf; Path=/v1/auth", "=nameless"}
 	})
 	h := newHarness(t, []RouteConfig{testRoute("svc", "/svc", "public", up.URL)}, nil,
 		func(s *setup) { s.deps.Cookies = []string{"gatehouse_refresh", "gatehouse_csrf"} })
 	for _, method := range []string{http.MethodGet, http.MethodPost} { // the direct path, then http.Transport
 		res, _ := h.do(method, "/svc/x", strings.NewReader(""), nil)
-		if got := res.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"theme=dark; Path=/", "gatehouse_refresh_not=1"}) {
+		if got := res.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"theme=dark; Path=/", "gatehouse_refresh_not=1", "=nameless"}) {
 			t.Errorf("%s: Set-Cookie %q", method, got)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -427,4 +428,99 @@ func TestIdleTimeoutStreams(t *testing.T) {
 			t.Fatal("a client that reads nothing held the stream and the upstream")
 		}
 	})
+}
+
+// TestSlowRequestBody shows a client still sending its body when the
+// route's timeout runs out answered 408 request_timeout, its read cut off
+// then (not at the server's read timeout), and the upstream not blamed: a
+// few slow clients, trickling or stalled, neither open the breaker of a
+// healthy upstream nor keep its max_requests places.
+func TestSlowRequestBody(t *testing.T) {
+	up := newUpstream(t, echoHandler)
+	rc := testRoute("svc", "/svc", "public", up.URL)
+	rc.Timeout = 300 * time.Millisecond
+	rc.Breaker = Breaker{Failures: 2, Cooldown: 30 * time.Second}
+	rc.MaxRequests = 4
+	h := newHarness(t, []RouteConfig{rc}, nil)
+	slow := func(trickle bool) {
+		conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		start := time.Now()
+		_ = conn.SetDeadline(start.Add(5 * time.Second))
+		io.WriteString(conn, "POST /svc/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nA")
+		if trickle {
+			go func() {
+				for range 9 {
+					time.Sleep(100 * time.Millisecond)
+					if _, err := io.WriteString(conn, "A"); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Errorf("trickle %v: no answer: %v", trickle, err)
+			return
+		}
+		body, _ := io.ReadAll(res.Body)
+		if d := time.Since(start); res.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"request_timeout"`) || d > 2*time.Second {
+			t.Errorf("trickle %v: %d %s after %v, want 408 request_timeout at about the route's timeout", trickle, res.StatusCode, body, d)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, trickle := range []bool{true, false, true, false} {
+		wg.Go(func() { slow(trickle) })
+	}
+	wg.Wait()
+	res, body := h.do(http.MethodPost, "/svc/ok", strings.NewReader("prompt"), nil)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("after four slow clients: %d %s, want the healthy upstream's 200", res.StatusCode, body)
+	}
+	if strings.Contains(h.logs.String(), "upstream failed") {
+		t.Errorf("the slow clients were held against the upstream:\n%s", h.logs)
+	}
+}
+
+// TestEarlyHintsFiltered shows a 103 Early Hints keeping none of
+// Gatehouse's cookies, and not sent at all to an HTTP/1.0 client, which
+// would take it for the final response (RFC 9110, 15.2).
+func TestEarlyHintsFiltered(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Set-Cookie"] = []string{"gatehouse_refresh=planted; Path=/v1/auth", "theme=dark"}
+		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Set-Cookie")
+		w.Header().Del("Link")
+		_, _ = io.WriteString(w, "page")
+	})
+	h := newHarness(t, []RouteConfig{testRoute("api", "/api", "public", up.URL)}, nil,
+		func(s *setup) { s.deps.Cookies = []string{"gatehouse_refresh", "gatehouse_csrf"} })
+	read := func(request string) string {
+		conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(conn, request)
+		b, _ := io.ReadAll(conn)
+		return string(b)
+	}
+	got := read("GET /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	hint, final, _ := strings.Cut(got, "\r\n\r\n")
+	if !strings.HasPrefix(hint, "HTTP/1.1 103 ") || !strings.Contains(hint, "Link: </app.css>") ||
+		!strings.Contains(hint, "Set-Cookie: theme=dark") || strings.Contains(hint, "gatehouse_refresh") {
+		t.Errorf("HTTP/1.1: the hint was\n%s", hint)
+	}
+	if !strings.HasPrefix(final, "HTTP/1.1 200 ") {
+		t.Errorf("HTTP/1.1: after the hint\n%s", final)
+	}
+	if got := read("GET /api/x HTTP/1.0\r\nHost: x\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.0 200 ") || strings.Contains(got, " 103 ") {
+		t.Errorf("HTTP/1.0: the answer was\n%s", got)
+	}
 }

@@ -30,6 +30,7 @@ const (
 	BadGateway                   // 502
 	Unavailable                  // 503
 	GatewayTimeout               // 504
+	RequestTimeout               // 408
 )
 
 // Error is an error with a kind, a stable code and a message safe to show.

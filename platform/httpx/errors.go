@@ -57,6 +57,7 @@ var kindStatus = [...]int{
 	fault.BadGateway:       http.StatusBadGateway,
 	fault.Unavailable:      http.StatusServiceUnavailable,
 	fault.GatewayTimeout:   http.StatusGatewayTimeout,
+	fault.RequestTimeout:   http.StatusRequestTimeout,
 }
 
 // Status returns the HTTP status of an error kind.
