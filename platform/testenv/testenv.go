@@ -80,19 +80,31 @@ func PostgresURL(t testing.TB) string {
 
 // DeleteKeys deletes every key under prefix, at the end of a test. A
 // cluster spreads keys over its masters and SCAN sees only the node it runs
-// on, so each master is scanned; keys are deleted one at a time because a
-// DEL sent straight to a node must not span slots.
+// on, so each master is scanned; each key has a DEL of its own, because one
+// sent straight to a node must not span slots, pipelined a page at a time
+// (a test may leave tens of thousands).
 func DeleteKeys(t testing.TB, c redis.UniversalClient, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	scan := func(ctx context.Context, node *redis.Client) error {
-		iter := node.Scan(ctx, 0, prefix+"*", 100).Iterator()
-		for iter.Next(ctx) {
-			if err := node.Del(ctx, iter.Val()).Err(); err != nil {
+		var cursor uint64
+		for {
+			keys, next, err := node.Scan(ctx, cursor, prefix+"*", 1000).Result()
+			if err != nil {
 				return err
 			}
+			if _, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range keys {
+					p.Del(ctx, k)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if cursor = next; cursor == 0 {
+				return nil
+			}
 		}
-		return iter.Err()
 	}
 	var err error
 	switch c := c.(type) {
