@@ -323,11 +323,10 @@ func (s *Service) lock(ctx context.Context, email string, actor audit.Actor) err
 	if err != nil {
 		return err
 	}
+	// The count is left as it is: reset here, checks that passed the lock
+	// before it was written would count from 1 again. It expires before the
+	// lock does, as it began before it and lives as long.
 	if stored {
-		// The count starts again when the lock ends.
-		if err := s.resetAttempts(ctx, email); err != nil {
-			return err
-		}
 		s.record(ctx, audit.Event{Action: "auth.lockout", Outcome: audit.Success, Actor: actor,
 			Metadata: map[string]any{"until": until}})
 	}
