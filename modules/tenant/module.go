@@ -188,7 +188,7 @@ func (m *Module) audit(c echo.Context, id *httpx.Identity, action, outcome, name
 	}
 	ctx := audit.RequestContext(c)
 	m.events.Record(ctx, audit.Event{Action: action, Outcome: outcome, TenantID: named, Actor: audit.User(id.UserID),
-		ResourceType: "tenant", ResourceID: named, Metadata: map[string]any{"token_tenant": id.TenantID, "path": c.Path()}})
+		ResourceType: "tenant", ResourceID: named, Metadata: map[string]any{"home_tenant": id.TenantID, "path": c.Path()}})
 }
 
 func fields(s string) []string {

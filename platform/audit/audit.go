@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Outcomes.
@@ -51,7 +52,10 @@ func MaskEmail(email string) string {
 	if !ok || local == "" {
 		return "***"
 	}
-	return local[:1] + "***@" + domain
+	// The first character, not byte: half of one is invalid UTF-8, which
+	// PostgreSQL refuses, with the rest of the event's batch.
+	_, n := utf8.DecodeRuneInString(local)
+	return local[:n] + "***@" + domain
 }
 
 // Event is one security-relevant thing that happened.

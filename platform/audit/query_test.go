@@ -23,9 +23,17 @@ import (
 )
 
 func testMasking(t *testing.T, e *env) {
+	type creds struct {
+		User     string `json:"user"`
+		Password string `json:"password"`
+	}
 	meta := map[string]any{"password": "hunter2-pw", "nested": map[string]any{"refresh_token": "rt-secret-y"},
 		"list": []any{map[string]any{"Authorization": "Bearer abc-secret"}}, "email": "z@example.com",
-		"X-Session-Cookie": "cookie-secret"}
+		"X-Session-Cookie": "cookie-secret",
+		// Types of their own: masked as the JSON they are stored as.
+		"headers": http.Header{"Authorization": {"Bearer hdr-secret"}, "Accept": {"*/*"}},
+		"form":    map[string][]string{"client_secret": {"form-secret"}},
+		"struct":  creds{User: "u", Password: "struct-secret"}, "private_key": "pk-secret", "big": int64(1) << 60}
 	e.write(Event{TenantID: "m", Action: "mask.test", Metadata: meta})
 	if meta["password"] != "hunter2-pw" {
 		t.Errorf("the caller's map was changed: %v", meta)
@@ -39,15 +47,46 @@ func testMasking(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	want := map[string]any{"password": Masked, "nested": map[string]any{"refresh_token": Masked},
-		"list": []any{map[string]any{"Authorization": Masked}}, "email": "z@example.com", "X-Session-Cookie": Masked}
+		"list": []any{map[string]any{"Authorization": Masked}}, "email": "z@example.com", "X-Session-Cookie": Masked,
+		"headers": map[string]any{"Authorization": Masked, "Accept": []any{"*/*"}}, "form": map[string]any{"client_secret": Masked},
+		"struct": map[string]any{"user": "u", "password": Masked}, "private_key": Masked, "big": float64(1 << 60)}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("metadata = %v, want %v", got, want)
 	}
 	all, _ := json.Marshal(rs[0])
-	for _, secret := range []string{"hunter2-pw", "rt-secret-y", "abc-secret", "cookie-secret"} {
+	if !strings.Contains(rs[0].Metadata, `"big":1152921504606846976`) {
+		t.Errorf("an int64 lost its digits: %s", rs[0].Metadata)
+	}
+	for _, secret := range []string{"hunter2-pw", "rt-secret-y", "abc-secret", "cookie-secret", "hdr-secret", "form-secret", "struct-secret", "pk-secret"} {
 		if strings.Contains(string(all), secret) {
 			t.Errorf("%q is stored: %s", secret, all)
 		}
+	}
+}
+
+// Text a client chose can be anything its bytes are: an email tried (whose
+// first character the mask keeps, which may be several bytes), a user
+// agent. PostgreSQL refuses invalid UTF-8 and NUL in text, and with them
+// the whole batch, other tenants' events included; they are stored
+// cleaned instead, and nothing is lost.
+func testClientText(t *testing.T, e *env) {
+	if got := MaskEmail("élise@example.com"); got != "é***@example.com" {
+		t.Errorf("MaskEmail = %q", got)
+	}
+	evs := events("other", "batch.mate", 3)
+	evs = append(evs, Event{TenantID: "c", Action: "client.text", Actor: Anonymous("élise@example.com"),
+		UserAgent: "curl\xff/8", ResourceID: "r\x00id", RequestID: "id\xc3"})
+	e.write(evs...)
+	if n := len(e.rows("other")); n != 3 {
+		t.Errorf("%d of the other tenant's 3 events stored", n)
+	}
+	rs := e.rows("c")
+	if len(rs) != 1 {
+		t.Fatalf("rows = %d, want the event stored", len(rs))
+	}
+	r := rs[0]
+	if r.ActorID != "é***@example.com" || r.UserAgent != "curl\uFFFD/8" || r.ResourceID != "r\uFFFDid" || r.RequestID != "id\uFFFD" {
+		t.Errorf("stored actor %q, user agent %q, resource %q, request id %q", r.ActorID, r.UserAgent, r.ResourceID, r.RequestID)
 	}
 }
 

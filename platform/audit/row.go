@@ -1,10 +1,12 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -103,10 +105,12 @@ func (s *stored) sum() string {
 const Masked = "***"
 
 // IsSecretKey reports whether a metadata key names a secret: whether it
-// contains password, secret, token, authorization or cookie, in any case.
+// contains password, passphrase, secret, token, authorization, cookie,
+// credential, api_key, apikey or private_key, in any case.
 func IsSecretKey(k string) bool {
 	k = strings.ToLower(k)
-	for _, w := range [...]string{"password", "secret", "token", "authorization", "cookie"} {
+	for _, w := range [...]string{"password", "passphrase", "secret", "token", "authorization", "cookie", "credential",
+		"api_key", "apikey", "private_key"} {
 		if strings.Contains(k, w) {
 			return true
 		}
@@ -157,6 +161,22 @@ func maskValue(v any) any {
 			out[i] = Mask(e)
 		}
 		return out
+	}
+	switch reflect.ValueOf(v).Kind() {
+	case reflect.Map, reflect.Slice, reflect.Array, reflect.Struct, reflect.Pointer, reflect.Interface:
+		// Any other map, list or struct (an http.Header, a claims map, a
+		// struct with JSON names) is masked as the JSON it is stored as.
+		b, err := json.Marshal(v)
+		if err != nil {
+			return v // prepare reports it
+		}
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber() // numbers as written, not rounded to float64
+		var generic any
+		if d.Decode(&generic) != nil {
+			return v
+		}
+		return maskValue(generic)
 	}
 	return v
 }

@@ -71,6 +71,7 @@ func suite(t *testing.T, newConfig func(t *testing.T) db.Config) {
 		{"Retention", testRetention},
 		{"CancelledContextStops", testCancelledStops},
 		{"MasksSecrets", testMasking},
+		{"ClientTextIsStoredCleaned", testClientText},
 		{"ListFilters", testListFilters},
 		{"ListPagination", testListPagination},
 		{"HTTP", testHTTP},

@@ -8,9 +8,11 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -290,6 +292,17 @@ func (w *Writer) cutOff(n int) {
 	w.cut.Add(int64(n))
 }
 
+// text makes s storable in a PostgreSQL text column, which refuses NUL and
+// invalid UTF-8 and would refuse the whole batch with it: fields that can
+// carry what a client sent (an email tried, a user agent) are cleaned, the
+// rest are the code's own.
+func text(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
 // prepare turns queued events into rows, without their chain fields.
 func (w *Writer) prepare(batch []Event) []stored {
 	rows := make([]stored, len(batch))
@@ -309,9 +322,9 @@ func (w *Writer) prepare(batch []Event) []stored {
 			id = uuid.New()
 		}
 		rows[i] = stored{ID: id.String(), TenantID: e.TenantID, Time: e.Time.UTC().Truncate(time.Microsecond),
-			ActorType: e.Actor.Type, ActorID: e.Actor.ID, Action: e.Action, ResourceType: e.ResourceType,
-			ResourceID: e.ResourceID, Outcome: e.Outcome, IP: e.IP, UserAgent: e.UserAgent,
-			RequestID: e.RequestID, Metadata: meta}
+			ActorType: e.Actor.Type, ActorID: text(e.Actor.ID), Action: e.Action, ResourceType: e.ResourceType,
+			ResourceID: text(e.ResourceID), Outcome: e.Outcome, IP: text(e.IP), UserAgent: text(e.UserAgent),
+			RequestID: text(e.RequestID), Metadata: meta}
 	}
 	return rows
 }
