@@ -460,6 +460,19 @@ func observe(ctx context.Context, met *metrics.Metrics, cfg config.Config, conn 
 // newLimits returns the rate limiter for the key-value backend (Redis when
 // there is one, else in process) and the enforcer of the configured rules.
 func newLimits(cfg config.Config, log *slog.Logger, store kv.Store) (limiterCloser, *planLimits, error) {
+	rules := make([]ratelimit.Rule, 0, len(cfg.RateLimit.Policies))
+	for _, p := range cfg.RateLimit.Policies {
+		r := ratelimit.Rule{Key: p.Key, OnError: p.OnError, Policy: ratelimit.Policy{Name: p.Name,
+			Algorithm: ratelimit.Algorithm(p.Algorithm), Limit: p.Limit, Period: p.Period, Burst: p.Burst}}
+		if r.Key == ratelimit.KeyTenant {
+			for _, plan := range slices.Sorted(maps.Keys(cfg.RateLimit.Plans)) {
+				if err := r.ForPlan(cfg.RateLimit.Plans[plan]).Validate(); err != nil {
+					return nil, nil, fmt.Errorf("ratelimit.plans.%s: %w", plan, err)
+				}
+			}
+		}
+		rules = append(rules, r)
+	}
 	var limiter limiterCloser
 	if r, ok := store.(*kv.Redis); ok {
 		// Through go-redis's autopipeliner: the decisions of concurrent
@@ -477,11 +490,6 @@ func newLimits(cfg config.Config, log *slog.Logger, store kv.Store) (limiterClos
 		limiter = nopClose{rl}
 	} else {
 		limiter = ratelimit.NewMemory(nil)
-	}
-	rules := make([]ratelimit.Rule, 0, len(cfg.RateLimit.Policies))
-	for _, p := range cfg.RateLimit.Policies {
-		rules = append(rules, ratelimit.Rule{Key: p.Key, OnError: p.OnError, Policy: ratelimit.Policy{Name: p.Name,
-			Algorithm: ratelimit.Algorithm(p.Algorithm), Limit: p.Limit, Period: p.Period, Burst: p.Burst}})
 	}
 	limits := &planLimits{}
 	enf, err := ratelimit.NewEnforcer(limiter, rules, cfg.RateLimit.Anonymous, cfg.RateLimit.Authenticated,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
@@ -289,4 +290,24 @@ func TestProbesAreNotLimited(t *testing.T) {
 	wantStatus(t, app.do(t, req{method: "GET", path: limitedPath}), 200, "")
 	wantStatus(t, app.do(t, req{method: "GET", path: limitedPath}), 200, "")
 	wantStatus(t, app.do(t, req{method: "GET", path: limitedPath}), 429, "rate_limited")
+}
+
+// A plan's factor multiplies the tenant-keyed policies; one that makes a
+// policy invalid (over one request a microsecond, or past an int) would
+// fail every request of that plan's tenants with 500, so the start refuses
+// it, naming the plan and the policy.
+func TestPlanFactorCheckedAtStart(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[0])
+	cfg.RateLimit.Plans = map[string]int{"default": 1, "enterprise": 50, "unlimited": 100000}
+	_, _, err := newLimits(cfg, slog.New(slog.DiscardHandler), nil)
+	if err == nil || !strings.Contains(err.Error(), "ratelimit.plans.unlimited") || !strings.Contains(err.Error(), `"api-tenant"`) {
+		t.Fatalf("start with a factor of 100000: %v", err)
+	}
+	cfg.RateLimit.Plans["unlimited"] = 100
+	limiter, _, err := newLimits(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatalf("start with a factor of 100: %v", err)
+	}
+	limiter.Close()
 }

@@ -96,7 +96,7 @@ func (m *Module) Routes() []httpx.Route {
 		{Method: http.MethodPost, Path: "/v1/auth/refresh", Summary: "Rotate a refresh token for a new pair", Tags: tags,
 			Description: "Each refresh token works once. Presenting one that was already rotated revokes its whole session " +
 				"and answers 401 refresh_token_reused. In cookie mode send {} and the X-CSRF-Token header.",
-			Auth: httpx.Public, Limits: []string{"refresh"}, Audit: "auth.refresh", In: RefreshRequest{}, Out: Pair{}, Handle: m.refresh},
+			Auth: httpx.Public, Limits: []string{"refresh"}, LimitsInHandler: true, Audit: "auth.refresh", In: RefreshRequest{}, Out: Pair{}, Handle: m.refresh},
 		{Method: http.MethodPost, Path: "/v1/auth/logout", Summary: "End this session", Tags: tags,
 			Auth: httpx.Authenticated, Audit: "auth.logout", In: LogoutRequest{}, Status: http.StatusNoContent, Handle: m.logout},
 		{Method: http.MethodPost, Path: "/v1/auth/logout-all", Summary: "End every session of this account", Tags: tags,

@@ -62,6 +62,12 @@ type Route struct {
 	// Limits names the rate-limit policies (configs/gatehouse.yaml) that
 	// apply to the route, on top of the global ones.
 	Limits []string
+	// LimitsInHandler says that the handler decides the user- and
+	// tenant-keyed policies among Limits itself (ratelimit.Enforcer.Check),
+	// as a public route has no user for the chain to key them by: refresh
+	// does, once the token names its user. Without it a public route may
+	// not name such a policy.
+	LimitsInHandler bool
 	// NoDefaultLimits exempts the route from the rate-limit policies every
 	// route gets by default (probes and scrapes: a health check limited
 	// like an anonymous client would fail its orchestrator's probes). The

@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,13 +165,19 @@ func NewEnforcer(l Limiter, rules []Rule, anonymous, authenticated []string,
 // Counts returns the decision counts of a policy, or nil.
 func (e *Enforcer) Counts(policy string) *Counts { return e.counts[policy] }
 
-// CheckRoutes reports a route that names a policy no rule defines: an
-// unknown name must stop the start, not leave the route unlimited.
+// CheckRoutes reports a route that names a policy no rule defines, or a
+// public route that names a user- or tenant-keyed policy its handler does
+// not decide (httpx.Route.LimitsInHandler): either must stop the start,
+// not leave the route unlimited.
 func (e *Enforcer) CheckRoutes(routes []httpx.Route) error {
 	for _, r := range routes {
 		for _, n := range r.Limits {
-			if _, ok := e.rules[n]; !ok {
+			rule, ok := e.rules[n]
+			if !ok {
 				return fmt.Errorf("route %s %s: no rate-limit policy named %q", r.Method, r.Path, n)
+			}
+			if r.Auth.IsPublic() && !rule.before() && !r.LimitsInHandler {
+				return fmt.Errorf("route %s %s: the policy %q is keyed by %s, and a public route has none: use a policy keyed by ip, ip+route, ip+email or email", r.Method, r.Path, n, rule.Key)
 			}
 		}
 	}
@@ -297,14 +305,22 @@ func (e *Enforcer) decide(ctx context.Context, rule Rule, key string) (Decision,
 
 // policy is the rule's policy with the plan factor applied to tenant rules.
 func (e *Enforcer) policy(ctx context.Context, rule Rule, key string) Policy {
-	p := rule.Policy
 	if rule.Key == KeyTenant && e.plan != nil {
-		if f := e.plan(ctx, key); f > 1 {
-			p.Limit *= f
-			p.Burst *= f
-			if p.Algorithm == SlidingWindow {
-				p.Limit = min(p.Limit, MaxWindowLimit) // the log's size cap
-			}
+		return rule.ForPlan(e.plan(ctx, key))
+	}
+	return rule.Policy
+}
+
+// ForPlan is the rule's policy for a tenant whose plan has factor f: limit
+// and burst multiplied by it. Check it with Validate for every factor at
+// start: a policy a factor makes invalid fails every request it decides.
+func (r Rule) ForPlan(f int) Policy {
+	p := r.Policy
+	if f > 1 {
+		p.Limit *= f
+		p.Burst *= f
+		if p.Algorithm == SlidingWindow {
+			p.Limit = min(p.Limit, MaxWindowLimit) // the log's size cap
 		}
 	}
 	return p
@@ -381,8 +397,18 @@ func peekEmail(c echo.Context) (string, error) {
 		Email string `json:"email"`
 	}
 	_ = json.Unmarshal(body, &v) // not JSON: the handler will say so
-	return strings.ToLower(strings.TrimSpace(v.Email)), nil
+	email := strings.ToLower(strings.TrimSpace(v.Email))
+	if len(email) > maxEmail {
+		// No account has it, and a counting key (kept for the period, in
+		// memory on the embedded default) must not be a megabyte long.
+		sum := sha256.Sum256([]byte(email))
+		email = "#" + hex.EncodeToString(sum[:16])
+	}
+	return email, nil
 }
+
+// maxEmail is the longest address an account can have (RFC 5321's path).
+const maxEmail = 254
 
 // setHeaders writes the RateLimit fields (IETF draft: delta seconds) and
 // the older X-RateLimit trio (Reset as a Unix time, as GitHub sends it).

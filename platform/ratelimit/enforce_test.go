@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ func TestEnforcerPlanAndHeaders(t *testing.T) {
 	rules := []Rule{
 		{Key: KeyTenant, OnError: "deny", Policy: Policy{Name: "tenant-window", Algorithm: SlidingWindow, Limit: 5000, Period: time.Hour}},
 		{Key: KeyIP, OnError: "deny", Policy: Policy{Name: "bursty", Algorithm: TokenBucket, Limit: 2, Period: time.Hour, Burst: 10}},
+		{Key: KeyUser, OnError: "allow", Policy: Policy{Name: "per-user", Algorithm: TokenBucket, Limit: 10, Period: time.Minute}},
 	}
 	e, err := NewEnforcer(m, rules, []string{"bursty"}, nil, func(context.Context, string) int { return 5 }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -49,6 +51,74 @@ func TestEnforcerPlanAndHeaders(t *testing.T) {
 	}
 	if err := e.CheckRoutes([]httpx.Route{{Method: "GET", Path: "/y", Limits: []string{"nope"}}}); err == nil {
 		t.Error("a route naming an unknown policy was accepted")
+	}
+	// A public route has no user: a user-keyed policy it names would never
+	// be decided, unless its handler decides it.
+	if err := e.CheckRoutes([]httpx.Route{{Method: "GET", Path: "/p", Auth: httpx.Public, Limits: []string{"per-user"}}}); err == nil ||
+		!strings.Contains(err.Error(), `"per-user" is keyed by user`) {
+		t.Errorf("a public route naming a user-keyed policy: %v", err)
+	}
+	for _, r := range []httpx.Route{
+		{Method: "POST", Path: "/refresh", Auth: httpx.Public, Limits: []string{"per-user"}, LimitsInHandler: true},
+		{Method: "GET", Path: "/a", Auth: httpx.Authenticated, Limits: []string{"per-user", "bursty"}},
+	} {
+		if err := e.CheckRoutes([]httpx.Route{r}); err != nil {
+			t.Errorf("%s %s: %v", r.Method, r.Path, err)
+		}
+	}
+	// A factor that makes a tenant policy invalid shows before any request
+	// (the start checks every plan), not as a 500 on each.
+	tenant := Rule{Key: KeyTenant, Policy: Policy{Name: "api-tenant", Algorithm: TokenBucket, Limit: 6000, Period: time.Minute}}
+	if err := tenant.ForPlan(100).Validate(); err != nil {
+		t.Errorf("factor 100: %v", err)
+	}
+	if err := tenant.ForPlan(100000).Validate(); err == nil {
+		t.Error("6000 a minute × 100000 passed Validate")
+	}
+}
+
+// A counting key holds the email a body names, at most the longest an
+// account's can be: a longer one (which no account has) is keyed by its
+// hash, so one client cannot fill the limiter, nor the audit log, with
+// megabyte keys; distinct long emails still count apart.
+func TestLongEmailKeys(t *testing.T) {
+	m := NewMemory(nil)
+	defer m.Close()
+	e, err := NewEnforcer(m, []Rule{{Key: KeyIPEmail, OnError: "deny",
+		Policy: Policy{Name: "login", Algorithm: SlidingWindow, Limit: 1, Period: time.Hour}}}, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorded{}
+	e.RecordRefusals(rec)
+	srv := httpx.New(httpx.Options{Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 1 << 20, Slots: httpx.Slots{IPLimit: e.Before}})
+	if err := srv.Mount(httpx.Route{Method: "POST", Path: "/login", Auth: httpx.Public, Limits: []string{"login"},
+		Handle: func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }}); err != nil {
+		t.Fatal(err)
+	}
+	login := func(email string) int {
+		r := httptest.NewRequest("POST", "/login", strings.NewReader(`{"email":"`+email+`"}`))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		srv.ServeHTTP(w, r)
+		return w.Code
+	}
+	long := "@" + strings.Repeat("a", 100000) + ".com" // a mask keeps the domain
+	if a, b := login("1"+long), login("2"+long); a != 204 || b != 204 {
+		t.Fatalf("two distinct long emails: %d %d, want each its own count", a, b)
+	}
+	if c := login("1" + long); c != http.StatusTooManyRequests {
+		t.Fatalf("the same long email again: %d, want 429", c)
+	}
+	e.Flush(context.Background())
+	if len(rec.events) != 1 {
+		t.Fatalf("%d refusal events, want 1", len(rec.events))
+	}
+	if id := rec.events[0].Actor.ID; len(id) > 100 {
+		t.Fatalf("the refusal names a key of %d bytes", len(id))
+	}
+	if login("bob@example.com") != 204 || login("bob@example.com") != 429 {
+		t.Error("a usual email is not counted by itself")
 	}
 }
 
