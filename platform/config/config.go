@@ -460,8 +460,16 @@ func (c Config) Validate() error {
 		return err
 	}
 	for _, p := range c.HTTP.TrustedProxies {
-		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+		_, n, err := net.ParseCIDR(p)
+		if err != nil && net.ParseIP(p) == nil {
 			return bad("http.trusted_proxies", "%q is neither an IP nor a CIDR", p)
+		}
+		// A range that wide takes in clients, who could then name their
+		// own address (and rate-limit key) in the header.
+		if ones, bits := 0, 0; n != nil {
+			if ones, bits = n.Mask.Size(); ones < bits/4 {
+				return bad("http.trusted_proxies", "%q is too wide to be proxies: at most /%d", p, bits/4)
+			}
 		}
 	}
 	if h := c.HTTP.ClientIPHeader; h != "x-forwarded-for" && h != "x-real-ip" {

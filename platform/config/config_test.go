@@ -129,6 +129,9 @@ func TestInvalid(t *testing.T) {
 		{"log level", "", map[string]string{"GATEHOUSE_LOG_LEVEL": "loud"}, "log.level:"},
 		{"public url", "", map[string]string{"GATEHOUSE_HTTP_PUBLIC_URL": "localhost"}, "http.public_url:"},
 		{"addr", "", map[string]string{"GATEHOUSE_HTTP_ADDR": "8080"}, "http.addr:"},
+		// Clients in such a range could name their own address.
+		{"every address a proxy", "http:\n  trusted_proxies: [\"0.0.0.0/0\"]\n", nil, `http.trusted_proxies: "0.0.0.0/0" is too wide to be proxies: at most /8`},
+		{"half the addresses proxies", "http:\n  trusted_proxies: [\"10.0.0.1\", \"::/1\"]\n", nil, `"::/1" is too wide to be proxies: at most /32`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -363,6 +363,9 @@ func TestAccessLog(t *testing.T) {
 	req.Header.Set("X-Request-ID", "log-test-1")
 	s.ServeHTTP(httptest.NewRecorder(), req)
 	scenario{method: "GET", path: "/panic", wantStatus: 500, wantCode: "internal"}.run(t, s)
+	// Any token is a method to net/http, up to the header limit: the line
+	// keeps 32 bytes of it, as it keeps 256 of the path.
+	s.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(strings.Repeat("X", 60000), "/ok", nil))
 
 	logs := s.logText()
 	var lines []map[string]any
@@ -382,6 +385,11 @@ func TestAccessLog(t *testing.T) {
 	}
 	if strings.Contains(logs, "sekrit") {
 		t.Error("the query string reached the log")
+	}
+	for _, l := range lines {
+		if len(fmt.Sprint(l["method"])) > 40 {
+			t.Errorf("an access line carries a method of %d bytes", len(fmt.Sprint(l["method"])))
+		}
 	}
 	// The panic: a log line with the stack, and the access line says 500.
 	var sawStack, saw500 bool

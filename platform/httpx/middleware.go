@@ -90,7 +90,7 @@ func (s *Server) accessLog(c echo.Context, start time.Time) {
 		return
 	}
 	end := time.Now()
-	l := accessLine{at: end, id: res.Header().Get(echo.HeaderXRequestID), method: req.Method,
+	l := accessLine{at: end, id: res.Header().Get(echo.HeaderXRequestID), method: truncate(req.Method, 32),
 		path: truncate(req.URL.Path, 256), route: c.Path(), status: res.Status, bytes: res.Size,
 		dur: end.Sub(start), ip: c.RealIP()}
 	if a, ok := s.logh.(*AsyncHandler); ok {
