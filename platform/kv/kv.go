@@ -148,9 +148,10 @@ func SetNXAll(ctx context.Context, s Store, entries []Entry) (int, error) {
 			}
 		}
 	}
-	if n > 0 {
-		// Even after an error: the keys stored must not stay hidden by
-		// copies that say they are missing.
+	// Even after an error: the keys stored must not stay hidden by copies
+	// that say they are missing, and after an error some may be stored
+	// whose replies were lost (n does not count them).
+	if n > 0 || err != nil && !errors.Is(err, ErrClosed) {
 		err = errors.Join(err, Rewritten(ctx, s))
 	}
 	return n, err

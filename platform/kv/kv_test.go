@@ -574,6 +574,13 @@ func TestNewClientCluster(t *testing.T) {
 	if fmt.Sprint(opt.Addrs) != "[a.example:7001 b.example:6379]" {
 		t.Errorf("Addrs = %v; want the default port for the bare host", opt.Addrs)
 	}
+	// Replicas: their subscribers are not counted by a primary's SPUBLISH,
+	// and they may be behind.
+	for _, q := range []string{"read_only=true", "route_by_latency=true", "route_randomly=true"} {
+		if _, _, _, err := newClient("redis://127.0.0.1:7001?" + q + ",127.0.0.1:7002"); err == nil || !strings.Contains(err.Error(), "not supported") {
+			t.Errorf("%s: %v, want it refused", q, err)
+		}
+	}
 }
 
 func TestNewClientSingle(t *testing.T) {

@@ -54,8 +54,9 @@ type Mirror struct {
 
 	// gen is the subscription's generation, 0 while it is down. Copies
 	// carry the generation they were read in.
-	gen  atomic.Uint64
-	gens atomic.Uint64
+	gen    atomic.Uint64
+	gens   atomic.Uint64
+	closed atomic.Bool
 
 	mu     sync.RWMutex
 	seq    uint64 // counts the copies dropped by messages
@@ -107,12 +108,14 @@ func NewMirror(ctx context.Context, store Store, channel string, log *slog.Logge
 		cancel()
 		return nil, fmt.Errorf("kv: mirror: %w", err)
 	}
+	// Live from the subscription on; set before it, so that an EventDown
+	// that comes before Subscribe returns is not overwritten.
+	m.gen.Store(m.gens.Add(1))
 	if err := store.Subscribe(sctx, channel, m.event); err != nil {
 		cancel()
 		return nil, fmt.Errorf("kv: mirror: %w", err)
 	}
 	m.stop = cancel
-	m.gen.Store(m.gens.Add(1))
 	return m, nil
 }
 
@@ -130,6 +133,7 @@ func Shared(s Store) Store {
 
 // Close ends the subscriptions; the Store underneath stays open.
 func (m *Mirror) Close() error {
+	m.closed.Store(true)
 	m.stop()
 	m.gen.Store(0)
 	return nil
@@ -148,7 +152,9 @@ func (m *Mirror) event(e Event) {
 	case EventDown:
 		m.gen.Store(0)
 	case EventUp:
-		m.gen.Store(m.gens.Add(1))
+		if !m.closed.Load() { // an EventUp racing Close must not revive it
+			m.gen.Store(m.gens.Add(1))
+		}
 	case EventMessage:
 		parts := strings.SplitN(string(e.Payload), "\x00", 3)
 		if len(parts) != 3 {
@@ -366,31 +372,38 @@ func (m *Mirror) ExistsAny(ctx context.Context, keys ...string) (bool, error) {
 // every instance's copy.
 
 func (m *Mirror) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	if err := m.Store.Set(ctx, key, value, ttl); err != nil {
-		return err
-	}
-	return m.changed(ctx, key)
+	return m.written(ctx, m.Store.Set(ctx, key, value, ttl), key)
 }
 
 func (m *Mirror) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
 	ok, err := m.Store.SetNX(ctx, key, value, ttl)
-	if err != nil || !ok {
-		return ok, err
+	if err == nil && !ok {
+		return false, nil // nothing changed
 	}
-	return true, m.changed(ctx, key)
+	return ok, m.written(ctx, err, key)
 }
 
 func (m *Mirror) Delete(ctx context.Context, keys ...string) error {
-	if err := m.Store.Delete(ctx, keys...); err != nil {
-		return err
-	}
-	return m.changed(ctx, keys...)
+	return m.written(ctx, m.Store.Delete(ctx, keys...), keys...)
 }
 
 func (m *Mirror) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
 	n, err := m.Store.Incr(ctx, key, delta, ttl)
-	if err != nil {
-		return n, err
+	return n, m.written(ctx, err, key)
+}
+
+// written follows a write of keys that ended with err: the change is
+// announced (changed), and so it is when the write failed, unless the
+// store was closed. A reply lost after the store applied the write (a
+// timeout, a connection cut) looks like any other failure, and copies
+// saying otherwise would be trusted for up to maxAge; a needless message
+// costs only its round trip.
+func (m *Mirror) written(ctx context.Context, err error, keys ...string) error {
+	if err == nil {
+		return m.changed(ctx, keys...)
 	}
-	return n, m.changed(ctx, key)
+	if !errors.Is(err, ErrClosed) {
+		_ = m.changed(ctx, keys...)
+	}
+	return err
 }

@@ -7,8 +7,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"gatehouse/platform/testenv"
 )
@@ -341,4 +344,115 @@ func BenchmarkMirrorHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// lostReply is a go-redis hook that, while on, lets each command run in
+// Redis and then loses its reply, as a timeout or a connection cut after
+// the write does.
+type lostReply struct{ on *atomic.Bool }
+
+func (h lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := next(ctx, cmd); err != nil || !h.on.Load() {
+			return err
+		}
+		return errors.New("i/o timeout (reply lost)")
+	}
+}
+func (h lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if err := next(ctx, cmds); err != nil || !h.on.Load() {
+			return err
+		}
+		for _, c := range cmds {
+			if b, ok := c.(*redis.BoolCmd); ok {
+				b.SetVal(false) // never read
+			}
+		}
+		return errors.New("i/o timeout (replies lost)")
+	}
+}
+
+// A write whose reply is lost may have been made: the writer still has
+// every Mirror drop its copies, so no copy saying "missing" outlives a key
+// that is there, on the writer or the other instance. (A later SET NX
+// finds the key and would send nothing.)
+func TestRedisMirrorLostReply(t *testing.T) {
+	url := testenv.Need(t, testenv.EnvRedis)
+	ctx := t.Context()
+	prefix := newPrefix()
+	ra, err := NewRedis(ctx, url, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := NewRedis(ctx, url, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	defer testenv.DeleteKeys(t, ra.Client(), prefix)
+	a, b := mustMirror(t, ra), mustMirror(t, rb)
+	var lose atomic.Bool
+	rb.Client().AddHook(lostReply{&lose})
+	keys := []string{"deny:sid:q", "deny:jti:j", "deny:n"}
+	for _, k := range keys {
+		if exists(t, a, k) || exists(t, a, k) || exists(t, b, k) {
+			t.Fatalf("%s exists before it was set", k)
+		}
+	}
+	lose.Store(true)
+	if _, err := SetNXAll(ctx, b, []Entry{{Key: "deny:sid:q", Value: []byte{1}, TTL: time.Minute}}); err == nil {
+		t.Fatal("SetNXAll: no error with its replies lost")
+	}
+	if err := b.Set(ctx, "deny:jti:j", []byte{1}, time.Minute); err == nil {
+		t.Fatal("Set: no error with its reply lost")
+	}
+	if _, err := b.Incr(ctx, "deny:n", 1, time.Minute); err == nil {
+		t.Fatal("Incr: no error with its reply lost")
+	}
+	lose.Store(false)
+	for _, k := range keys {
+		if !exists(t, Shared(a), k) {
+			t.Fatalf("%s is not in Redis: the hook did not let the write through", k)
+		}
+		if !exists(t, a, k) || !exists(t, b, k) {
+			t.Errorf("%s is in Redis, but a answers %v and the writer b %v", k, exists(t, a, k), exists(t, b, k))
+		}
+	}
+}
+
+// downAtOnce reports the mirror channel's subscription broken as soon as
+// it is made, before NewMirror returns.
+type downAtOnce struct{ Store }
+
+func (s downAtOnce) Subscribe(ctx context.Context, channel string, fn func(Event)) error {
+	if err := s.Store.Subscribe(ctx, channel, fn); err != nil {
+		return err
+	}
+	if channel == "mirror" {
+		fn(Event{Kind: EventDown})
+	}
+	return nil
+}
+
+// An EventDown that comes while NewMirror subscribes stands: the Mirror is
+// not live, and reads go to the store, until an EventUp.
+func TestMirrorDownWhileSubscribing(t *testing.T) {
+	mem := NewMemory()
+	defer mem.Close()
+	m := mustMirror(t, downAtOnce{mem})
+	if m.Live() {
+		t.Fatal("Live after an EventDown during NewMirror")
+	}
+	m.event(Event{Kind: EventUp})
+	if !m.Live() {
+		t.Fatal("not Live after EventUp")
+	}
+	m.Close()
+	m.event(Event{Kind: EventUp}) // racing Close
+	if m.Live() {
+		t.Fatal("Live after Close")
+	}
 }

@@ -112,6 +112,12 @@ func newClient(raw string) (client redis.UniversalClient, where string, secrets 
 	if u, _ := url.Parse(parts[0]); strings.Trim(u.Path, "/") != "" && strings.Trim(u.Path, "/") != "0" {
 		return nil, "", nil, fmt.Errorf("kv: %s: a Redis Cluster has only database 0", where)
 	}
+	// On replicas, a subscription would be counted by no primary's SPUBLISH
+	// (a writer would not wait for it), and a read could find what a
+	// replica has not yet caught up with and keep it as a copy.
+	if opt.ReadOnly || opt.RouteByLatency || opt.RouteRandomly {
+		return nil, "", nil, fmt.Errorf("kv: %s: read_only, route_by_latency and route_randomly are not supported: the revocation state must be read from primaries", where)
+	}
 	for _, p := range parts[1:] {
 		u, _ := url.Parse(p) // parsed above
 		port := u.Port()
