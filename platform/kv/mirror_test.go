@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -454,5 +456,89 @@ func TestMirrorDownWhileSubscribing(t *testing.T) {
 	m.event(Event{Kind: EventUp}) // racing Close
 	if m.Live() {
 		t.Fatal("Live after Close")
+	}
+}
+
+// privateCluster starts a Redis Cluster of one node, holding every slot,
+// for a test that moves slots (which the shared cluster's other users
+// would feel), and returns its URL. It needs the cluster the services
+// give (TEST_REDIS_CLUSTER_URL), which says redis-server is here.
+func privateCluster(t *testing.T) string {
+	testenv.Need(t, testenv.EnvRedisCluster)
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("%s is set, but redis-server is not on PATH: %v", testenv.EnvRedisCluster, err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+		"--cluster-config-file", dir+"/nodes.conf", "--dir", dir, "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	node := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port})
+	defer node.Close()
+	ctx := t.Context()
+	waitFor(t, func() bool { return node.Ping(ctx).Err() == nil }, "the node to answer")
+	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		info, err := node.ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	}, "cluster_state:ok")
+	return "127.0.0.1:" + port + ",127.0.0.1:" + port
+}
+
+// On a Redis Cluster a server ends a shard channel's subscriptions when the
+// channel's slot leaves it (a failover, a resharding; here the slot is
+// deleted and added back). go-redis neither subscribes again nor drops the
+// connection, whose PINGs still answer: the Mirror must not go on trusting
+// copies that no message will correct. It subscribes again, and a change
+// made through one instance is seen by the other's next read.
+func TestRedisMirrorSlotMoved(t *testing.T) {
+	url := privateCluster(t)
+	ctx := t.Context()
+	prefix := newPrefix()
+	ra, err := NewRedis(ctx, url, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := NewRedis(ctx, url, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	a, b := mustMirror(t, ra), mustMirror(t, rb)
+	admin := ra.Client()
+	for round := range 2 {
+		gen := a.gen.Load()
+		slot := admin.ClusterKeySlot(ctx, prefix+"mirror").Val()
+		if err := admin.Do(ctx, "CLUSTER", "DELSLOTS", slot).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Do(ctx, "CLUSTER", "ADDSLOTS", slot).Err(); err != nil {
+			t.Fatal(err)
+		}
+		// Down, then up again on a new subscription.
+		waitFor(t, func() bool { g := a.gen.Load(); return g != gen && g != 0 }, "a to subscribe again")
+		waitFor(t, func() bool { g := b.gen.Load(); return g != 0 }, "b to subscribe again")
+		key := "deny:x" + strconv.Itoa(round)
+		if exists(t, a, key) || exists(t, a, key) { // the second from a's copy
+			t.Fatalf("%s exists before it was set", key)
+		}
+		if err := b.Set(ctx, key, []byte{1}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if !exists(t, a, key) {
+			t.Fatalf("round %d: a still answers from its copy after b's Set returned", round)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -347,23 +348,34 @@ func (r *Redis) Subscribe(ctx context.Context, channel string, fn func(Event)) e
 		r.subs.Done()
 		return fail("subscribe", err)
 	}
-	// Closing ps is what ends a Receive that is waiting.
-	stopCtx := context.AfterFunc(ctx, func() { ps.Close() })
+	// Closing the subscription is what ends a Receive that is waiting;
+	// receive may replace it (resubscribe), so the current one is closed.
+	var cur atomic.Pointer[redis.PubSub]
+	cur.Store(ps)
 	go func() {
 		defer r.subs.Done()
-		defer stopCtx()
 		select {
 		case <-r.done:
 		case <-ctx.Done():
 		}
-		ps.Close()
+		cur.Load().Close()
 	}()
 	r.subs.Add(1)
 	go func() {
 		defer r.subs.Done()
-		r.receive(ctx, ps, fn)
+		r.receive(ctx, &cur, r.prefix+channel, fn)
 	}()
 	return nil
+}
+
+// resubscribe replaces the subscription to channel in cur by a new one, on
+// the node that now serves its slot. The old one is closed.
+func (r *Redis) resubscribe(ctx context.Context, cur *atomic.Pointer[redis.PubSub], channel string) {
+	cur.Load().Close()
+	if cc, ok := r.client.(*redis.ClusterClient); ok {
+		cc.ReloadState(ctx) // which node has the slot now
+	}
+	cur.Store(r.client.SSubscribe(ctx, channel))
 }
 
 // pingEvery is how long a subscription stays quiet before it checks its
@@ -371,8 +383,15 @@ func (r *Redis) Subscribe(ctx context.Context, channel string, fn func(Event)) e
 // silently dead connection passes for a live one.
 const pingEvery = time.Second
 
-func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, fn func(Event)) {
-	live, pinged := true, false
+// receive reads the subscription in cur until ctx ends or r closes,
+// turning what it reads into fn's events. The subscription is live only
+// while the server confirms it: a server can end it (on a Redis Cluster,
+// when its channel's slot moves to another node, in a failover or a
+// resharding), and go-redis then neither subscribes again nor closes the
+// connection, whose PINGs still answer. It is replaced then, and when a
+// new one is refused (a node that no longer serves the slot answers MOVED).
+func (r *Redis) receive(ctx context.Context, cur *atomic.Pointer[redis.PubSub], channel string, fn func(Event)) {
+	live, pinged, subscribed := true, false, true
 	var backoff time.Duration
 	down := func() {
 		if live {
@@ -381,8 +400,10 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, fn func(Event)) {
 		}
 	}
 	for {
+		ps := cur.Load()
 		msg, err := ps.ReceiveTimeout(ctx, pingEvery)
 		if ctx.Err() != nil || r.isClosed() {
+			ps.Close() // if resubscribe made it after the closer ran
 			return
 		}
 		if err != nil {
@@ -400,6 +421,12 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, fn func(Event)) {
 				return
 			}
 			down()
+			var re redis.Error
+			if errors.As(err, &re) && !subscribed {
+				r.resubscribe(ctx, cur, channel) // refused where it was sent
+			} else if !errors.As(err, &re) {
+				subscribed = false // go-redis subscribes again on a new connection
+			}
 			// Not a busy loop while Redis is away: go-redis redials on
 			// the next Receive.
 			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
@@ -415,12 +442,19 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, fn func(Event)) {
 		backoff, pinged = 0, false
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			if m.Kind == "sunsubscribe" || m.Kind == "unsubscribe" {
+				// Ended by the server: nothing more will arrive on it.
+				subscribed = false
+				down()
+				r.resubscribe(ctx, cur, channel)
+				continue
+			}
 			// A confirmation after the first is go-redis subscribing
-			// again on a new connection.
-			live = true
+			// again on a new connection, or a new subscription.
+			subscribed, live = true, true
 			fn(Event{Kind: EventUp})
 		case *redis.Message:
-			if !live {
+			if !live && subscribed {
 				// Answers came back on the same connection after a
 				// PING went unanswered; say so, as messages may
 				// have been held up meanwhile.
@@ -429,7 +463,7 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, fn func(Event)) {
 			}
 			fn(Event{Kind: EventMessage, Payload: []byte(m.Payload)})
 		case *redis.Pong:
-			if !live {
+			if !live && subscribed {
 				live = true
 				fn(Event{Kind: EventUp})
 			}
