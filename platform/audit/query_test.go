@@ -19,6 +19,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"gatehouse/platform/db"
 	"gatehouse/platform/httpx"
 )
 
@@ -87,6 +88,29 @@ func testClientText(t *testing.T, e *env) {
 	r := rs[0]
 	if r.ActorID != "é***@example.com" || r.UserAgent != "curl\uFFFD/8" || r.ResourceID != "r\uFFFDid" || r.RequestID != "id\uFFFD" {
 		t.Errorf("stored actor %q, user agent %q, resource %q, request id %q", r.ActorID, r.UserAgent, r.ResourceID, r.RequestID)
+	}
+}
+
+// An event the database refuses (PostgreSQL: text that is not UTF-8, here
+// in a field the code sets itself, which nothing cleans) is dropped alone:
+// the others of its batch, of any tenant, are written.
+func testRefusedEventAlone(t *testing.T, e *env) {
+	w := NewWriter(e.db, WriterConfig{Interval: time.Hour, BatchSize: 10}, nil)
+	evs := events("fine", "batch.mate", 4)
+	evs = append(evs[:2], append([]Event{{TenantID: "odd", Action: "bad\xff"}}, evs[2:]...)...)
+	for _, ev := range evs {
+		w.Record(context.Background(), ev)
+	}
+	e.close(w)
+	want := int64(0)
+	if e.db.Dialect() == db.Postgres {
+		want = 1
+	}
+	if n := len(e.rows("fine")); n != 4 || w.Dropped() != want || w.Written() != 5-want {
+		t.Errorf("stored %d of the 4 good events; written %d, dropped %d, want %d dropped", n, w.Written(), w.Dropped(), want)
+	}
+	if b := e.verify(); len(b) != 0 {
+		t.Errorf("chains broken: %+v", b)
 	}
 }
 

@@ -72,6 +72,7 @@ func suite(t *testing.T, newConfig func(t *testing.T) db.Config) {
 		{"CancelledContextStops", testCancelledStops},
 		{"MasksSecrets", testMasking},
 		{"ClientTextIsStoredCleaned", testClientText},
+		{"RefusedEventDroppedAlone", testRefusedEventAlone},
 		{"ListFilters", testListFilters},
 		{"ListPagination", testListPagination},
 		{"HTTP", testHTTP},

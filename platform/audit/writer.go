@@ -282,8 +282,38 @@ func (w *Writer) write(batch []Event) {
 		w.cutOff(len(rows)) // Close reports the total
 		return
 	}
+	if len(rows) > 1 && w.db.Ping(ctx) == nil {
+		// The database answers, so it refused something in the batch:
+		// one event must not take the others with it.
+		w.writeEach(ctx, rows)
+		return
+	}
 	w.dropped.Add(int64(len(rows)))
 	w.log.Error("audit events dropped: the database refused their batch", "events", len(rows), "error", err.Error())
+}
+
+// writeEach writes rows one at a time, dropping those the database
+// refuses, and logs them in one line.
+func (w *Writer) writeEach(ctx context.Context, rows []stored) {
+	var refused int
+	var first error
+	for i := range rows {
+		if ctx.Err() != nil {
+			w.cutOff(len(rows) - i)
+			break
+		}
+		if err := appendRows(ctx, w.db, rows[i:i+1]); err != nil {
+			refused++
+			first = cmp.Or(first, err)
+			continue
+		}
+		w.written.Add(1)
+	}
+	if refused > 0 {
+		w.dropped.Add(int64(refused))
+		w.log.Error("audit events dropped: the database refused them, one at a time", "events", refused,
+			"batch", len(rows), "error", first.Error())
+	}
 }
 
 // cutOff drops n events because Close's deadline passed.
