@@ -61,6 +61,7 @@ func newTokens(ctx context.Context, cfg config.Config, log *slog.Logger, conn *d
 type app struct {
 	auth    *auth.Module
 	rbac    *rbac.Module
+	tenants *tenant.Service
 	mirror  *kv.Mirror // nil on the in-process store
 	limiter limiterCloser
 	limits  *planLimits
@@ -187,7 +188,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		}
 	}
 	mirror, _ := shared.(*kv.Mirror)
-	ap := &app{mirror: mirror, auth: authn, rbac: authz, limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
+	ap := &app{mirror: mirror, auth: authn, rbac: authz, tenants: tenants.Service(), limiter: limiter, limits: limits, metrics: met, audit: writer, log: log,
 		auditDrain: cfg.Audit.ShutdownTimeout, routesFile: cfg.Gateway.RoutesFile,
 		gatewayDeps: gateway.Deps{Signer: tokens, Roles: authz.Service(), Log: log, Observe: met.Upstream, WriteTimeout: cfg.HTTP.WriteTimeout,
 			Reserved: []string{auth.CookiePath}, Cookies: auth.Cookies()}}
@@ -250,14 +251,16 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	return ap, nil
 }
 
-// reassertDenials runs auth's ReassertDenials every reassertEvery until
-// ctx ends, so that denials a Redis failover lost come back, and a
-// denylist a flush took is rebuilt, within that period; denials older than
-// a minute (a Redis restarted from an older snapshot) come back within
+// reassertDenials runs auth's ReassertDenials and the tenant module's
+// ReassertSuspensions every reassertEvery until ctx ends, so that denials
+// and suspensions a Redis failover lost come back, and a denylist a flush
+// took is rebuilt, within that period; denials older than a minute (a
+// Redis restarted from an older snapshot) come back within
 // reassertAllEvery periods, the first pass included. Such a full pass may
 // take longer than a period (about a second per 100,000 sessions revoked
-// within an access token's lifetime), so it has until the next one;
-// the short passes wait for it, and it writes the newest denials first. A failure is logged when it starts and when it ends.
+// within an access token's lifetime), so it has until the next one; the
+// short passes wait for it, and it writes the newest denials first. A
+// failure is logged when it starts and when it ends.
 func (a *app) reassertDenials(ctx context.Context) {
 	defer close(a.reassertDone)
 	tick := time.NewTicker(reassertEvery)
@@ -274,14 +277,14 @@ func (a *app) reassertDenials(ctx context.Context) {
 			budget = reassertAllEvery * reassertEvery
 		}
 		pass, cancel := context.WithTimeout(ctx, budget)
-		err := a.auth.Service().ReassertDenials(pass, all)
+		err := errors.Join(a.auth.Service().ReassertDenials(pass, all), a.tenants.ReassertSuspensions(pass))
 		cancel()
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
-			a.log.Error("revocation denials could not be re-asserted; retrying every "+reassertEvery.String(), "error", err.Error())
+			a.log.Error("revocations could not be re-asserted; retrying every "+reassertEvery.String(), "error", err.Error())
 			failing = true
 		case err == nil && failing:
-			a.log.Info("revocation denials re-asserted again")
+			a.log.Info("revocations re-asserted again")
 			failing = false
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -16,6 +17,7 @@ import (
 	"gatehouse/modules/tenant"
 	"gatehouse/platform/db"
 	"gatehouse/platform/httpx"
+	"gatehouse/platform/kv"
 )
 
 // world is two tenants with people in every role, signed in.
@@ -369,6 +371,36 @@ func TestSuspensionSurvivesALostKey(t *testing.T) {
 			wantStatus(t, check.me(t, w.member.token), 200, "")
 		})
 	}
+}
+
+// A store that loses its latest writes and keeps the rest (a Redis replica
+// promoted before it had them) can hold "active" again for a tenant
+// suspended since. Every instance re-asserts the suspensions every few
+// seconds, so even an instance that never saw the suspension refuses its
+// members again within that; and a resumption afterwards is not undone.
+func TestSuspensionLostWithTheLatestWritesComesBack(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[1])
+	a := startApp(t, cfg)
+	w := newWorldOn(t, a)
+	status := func(s string) tenant.UpdateTenantRequest { return tenant.UpdateTenantRequest{Status: &s} }
+	wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, status("suspended")), 200, "")
+	// The loss: Redis holds the status from before the suspension.
+	if err := a.kv.(*kv.Redis).Client().Set(context.Background(), cfg.Redis.Prefix+"tenant:status:"+w.acme, "active", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := startApp(t, cfg) // no copies of its own: it reads Redis
+	deadline := time.Now().Add(3 * reassertEvery)
+	for b.me(t, w.member.token).Code != 403 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the suspended tenant's member still passes %s after the suspension was lost", 3*reassertEvery)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wantStatus(t, b.me(t, w.member.token), 403, "tenant_suspended")
+	wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+w.acme, status("active")), 200, "")
+	time.Sleep(reassertEvery + time.Second) // a pass after the resumption
+	wantStatus(t, b.me(t, w.member.token), 200, "")
 }
 
 // The default role is given to everyone who joins the tenant, so setting it

@@ -202,6 +202,36 @@ func (s *Service) Update(ctx context.Context, actor, id string, name, status, pl
 // of the same tenant's status to have committed meanwhile.
 const maxStatusWrites = 10
 
+// ReassertSuspensions writes again the status of every suspended tenant
+// whose key says otherwise. A store that loses its latest writes and keeps
+// the rest (a Redis replica promoted before it had them) can hold "active"
+// for a tenant suspended since, and every instance would let its members
+// in until the key expires (statusTTL). Run every few seconds on Redis
+// (app.go), with the denials' re-assertion, this bounds that to the
+// period. Suspended tenants are few: one query, and a read of each from
+// the shared store. A missing key needs nothing: Suspended reads the
+// database then.
+func (s *Service) ReassertSuspensions(ctx context.Context) error {
+	ids, err := s.store.suspended(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		v, err := kv.Shared(s.kv).Get(ctx, statusKey(id))
+		if errors.Is(err, kv.ErrNotFound) || err == nil && string(v) == StatusSuspended {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		// storeStatus, so that a resumption racing this write wins.
+		if _, err := s.storeStatus(ctx, id, StatusSuspended); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // storeStatus writes a tenant's status to kv after an update committed it,
 // then reads the tenant back to check the database still holds it: an
 // update racing this one may have committed the other status and written

@@ -52,6 +52,12 @@ func (s store) list(ctx context.Context, after string, limit int) ([]Tenant, err
 	return ts, db.Translate(q.Find(&ts).Error)
 }
 
+// suspended lists the ids of the suspended tenants.
+func (s store) suspended(ctx context.Context) ([]string, error) {
+	var ids []string
+	return ids, db.Translate(s.conn(ctx).Model(&Tenant{}).Where("status = ?", StatusSuspended).Pluck("id", &ids).Error)
+}
+
 func (s store) update(ctx context.Context, id string, fields map[string]any) error {
 	return db.Translate(s.conn(ctx).Model(&Tenant{}).Where("id = ?", id).Updates(fields).Error)
 }
