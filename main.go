@@ -439,6 +439,15 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 	if err != nil {
 		return fmt.Errorf("http.addr: %w", err)
 	}
+	// Both addresses are bound before either serves: a metrics address in
+	// use must stop the start before any request is taken.
+	var mln net.Listener
+	if cfg.Metrics.Listen != "" {
+		if mln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+	}
 	srv := &http.Server{
 		Handler:           app,
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
@@ -458,12 +467,8 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, extra []htt
 			served <- srv.Serve(ln)
 		}
 	}()
-	if cfg.Metrics.Listen != "" {
+	if mln != nil {
 		// Metrics on their own address: no token, and off the public port.
-		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
-		if err != nil {
-			return fmt.Errorf("metrics.listen: %w", err)
-		}
 		msrv := &http.Server{Handler: app.metrics.Handler(""), ReadHeaderTimeout: 5 * time.Second}
 		go msrv.Serve(mln)
 		defer msrv.Close()

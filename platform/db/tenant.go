@@ -30,7 +30,9 @@ func TenantOf(ctx context.Context) (string, bool) {
 // stores read, update and delete tenant-owned rows only through it, so a
 // forgotten filter cannot leak another tenant's data. Without a tenant in
 // ctx every query on it fails with ErrNoTenant. Creates set tenant_id from
-// TenantOf themselves.
+// TenantOf themselves. The condition is ANDed with those that follow, so
+// a scoped query must not use Or (tenant_id = ? AND a OR b reaches every
+// tenant's b), and Raw and Exec are not confined at all.
 func (d *DB) Scoped(ctx context.Context) *gorm.DB {
 	g := d.Conn(ctx)
 	id, ok := TenantOf(ctx)
