@@ -412,8 +412,10 @@ func (c Config) Validate() error {
 			continue
 		}
 		u, err := url.Parse(o)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return bad("cors.allowed_origins", "%q is not an origin such as https://app.example.com", o)
+		// No path, not even "/": a browser's Origin has none, and the
+		// match is exact.
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			return bad("cors.allowed_origins", "%q is not an origin such as https://app.example.com (no path, no trailing /)", o)
 		}
 	}
 	if c.Database.URL != "" {

@@ -122,6 +122,7 @@ func TestInvalid(t *testing.T) {
 		{"redis scheme", "", map[string]string{"REDIS_URL": "http://x"}, "redis.url:"},
 		{"cors wildcard with credentials", "cors:\n  allowed_origins: [\"*\"]\n  allow_credentials: true\n", nil, "cors.allowed_origins: \"*\" cannot be combined"},
 		{"cors origin with path", "cors:\n  allowed_origins: [\"https://a.example.com/app\"]\n", nil, "cors.allowed_origins:"},
+		{"cors origin with a trailing slash", "cors:\n  allowed_origins: [\"https://a.example.com/\"]\n", nil, "no trailing /"},
 		{"zero body limit", "http:\n  max_body_bytes: 0\n", nil, "http.max_body_bytes:"},
 		{"negative timeout", "http:\n  shutdown_timeout: -1s\n", nil, "http.shutdown_timeout: must be a positive duration"},
 		{"zero audit drain", "", map[string]string{"GATEHOUSE_AUDIT_SHUTDOWN_TIMEOUT": "0s"}, "audit.shutdown_timeout: must be a positive duration"},

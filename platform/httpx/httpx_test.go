@@ -355,6 +355,14 @@ func TestCORS(t *testing.T) {
 			"Access-Control-Request-Headers": "content-type"},
 			wantHeader: map[string]string{"Access-Control-Allow-Origin": "https://app.example.com", "Access-Control-Max-Age": "60"}}.run(t, s)
 	})
+	// A cookie-mode refresh sends the CSRF token in a header.
+	t.Run("preflight of a cookie-mode refresh", func(t *testing.T) {
+		scenario{method: "OPTIONS", path: "/items", wantStatus: 204, header: map[string]string{
+			"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+			"Access-Control-Request-Headers": "content-type,x-csrf-token"},
+			wantHeader: map[string]string{"Access-Control-Allow-Headers": "Authorization,Content-Type,X-Request-Id,X-Tenant-ID,X-CSRF-Token",
+				"Access-Control-Allow-Credentials": "true"}}.run(t, s)
+	})
 }
 
 func TestAccessLog(t *testing.T) {

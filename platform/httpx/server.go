@@ -91,9 +91,10 @@ func New(opts Options) *Server {
 			AllowOrigins:     c.AllowedOrigins,
 			AllowCredentials: c.AllowCredentials,
 			AllowMethods:     []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
-			AllowHeaders:     []string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID, "X-Tenant-ID"},
-			ExposeHeaders:    []string{echo.HeaderXRequestID, "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"},
-			MaxAge:           int(c.MaxAge.Seconds()),
+			// X-CSRF-Token: a cookie-mode refresh from the frontend's origin.
+			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID, "X-Tenant-ID", "X-CSRF-Token"},
+			ExposeHeaders: []string{echo.HeaderXRequestID, "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"},
+			MaxAge:        int(c.MaxAge.Seconds()),
 		}))
 	}
 	return s
