@@ -80,13 +80,13 @@ type app struct {
 	routesFile  string
 	// gatewayRoutes counts the routes of the file in use.
 	gatewayRoutes atomic.Int64
-	// stopReassert ends the reassertDenials loop, and reassertDone says
+	// stopReassert ends the reassert loop, and reassertDone says
 	// it has; both nil on the in-process store.
 	stopReassert context.CancelFunc
 	reassertDone chan struct{}
 }
 
-// reassertEvery is the period of reassertDenials; every reassertAllEvery
+// reassertEvery is the period of reassert; every reassertAllEvery
 // periods it re-asserts every denial still needed, not only the last
 // minute's.
 const (
@@ -246,12 +246,12 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 		// Only Redis can lose its latest writes and keep the rest.
 		rctx, stop := context.WithCancel(context.Background())
 		ap.stopReassert, ap.reassertDone = stop, make(chan struct{})
-		go ap.reassertDenials(rctx)
+		go ap.reassert(rctx)
 	}
 	return ap, nil
 }
 
-// reassertDenials runs auth's ReassertDenials and the tenant module's
+// reassert runs auth's ReassertDenials and the tenant module's
 // ReassertSuspensions every reassertEvery until ctx ends, so that denials
 // and suspensions a Redis failover lost come back, and a denylist a flush
 // took is rebuilt, within that period; denials older than a minute (a
@@ -261,7 +261,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 // within an access token's lifetime), so it has until the next one; the
 // short passes wait for it, and it writes the newest denials first. A
 // failure is logged when it starts and when it ends.
-func (a *app) reassertDenials(ctx context.Context) {
+func (a *app) reassert(ctx context.Context) {
 	defer close(a.reassertDone)
 	tick := time.NewTicker(reassertEvery)
 	defer tick.Stop()

@@ -411,15 +411,10 @@ func TestSuspensionLostWithTheLatestWritesComesBack(t *testing.T) {
 func TestTenantSettingsGiveOnlyWhatTheCallerHolds(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, backends[0])
-	rec := w.as(t, w.admin, "POST", "/v1/roles", map[string]any{"name": "settings-editor", "description": "", "permissions": []string{"settings:manage"}})
-	wantStatus(t, rec, http.StatusCreated, "")
-	editor := decode[struct {
-		ID string `json:"id"`
-	}](t, rec).ID
-	wantStatus(t, w.as(t, w.admin, "POST", "/v1/tenants/"+w.acme+"/members/"+w.member.id+"/roles", map[string]any{"role_id": editor}), 200, "")
+	w.giveMember(t, "settings-editor", "settings:manage")
 	settings := "/v1/tenants/" + w.acme + "/settings"
 
-	rec = w.as(t, w.member, "PATCH", settings, map[string]any{"default_role": "admin"})
+	rec := w.as(t, w.member, "PATCH", settings, map[string]any{"default_role": "admin"})
 	wantStatus(t, rec, http.StatusForbidden, "escalation")
 	if p, _ := decode[httpx.ErrorBody](t, rec).Error.Details["permission"].(string); p == "" || p == "settings:manage" {
 		t.Fatalf("the refusal names %q, want a permission of admin the member lacks: %s", p, rec.Body)
@@ -447,6 +442,18 @@ func TestTenantSettingsGiveOnlyWhatTheCallerHolds(t *testing.T) {
 		!strings.Contains(refused[0]+refused[1], "escalation: ") || !strings.Contains(refused[0]+refused[1], "super_admin") {
 		t.Fatalf("refused tenant.settings_update events of the member: %q (%v), want admin's and super_admin's", refused, err)
 	}
+}
+
+// giveMember has acme's admin create a custom role with perms and give it
+// to the world's member.
+func (w world) giveMember(t *testing.T, role string, perms ...string) {
+	t.Helper()
+	rec := w.as(t, w.admin, "POST", "/v1/roles", map[string]any{"name": role, "description": "", "permissions": perms})
+	wantStatus(t, rec, http.StatusCreated, "")
+	id := decode[struct {
+		ID string `json:"id"`
+	}](t, rec).ID
+	wantStatus(t, w.as(t, w.admin, "POST", "/v1/tenants/"+w.acme+"/members/"+w.member.id+"/roles", map[string]any{"role_id": id}), 200, "")
 }
 
 // joinedWith registers email in acme and returns the roles it got there.
@@ -511,13 +518,7 @@ const adminRole = "01950000-0000-7000-8000-000000000002"
 func TestMemberChangesNeedWhatTheMemberHolds(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, backends[0])
-	rec := w.as(t, w.admin, "POST", "/v1/roles", map[string]any{"name": "people", "description": "",
-		"permissions": []string{"users:manage", "users:read", "orders:read:own", "orders:write:own", "profile:read", "profile:write"}})
-	wantStatus(t, rec, http.StatusCreated, "")
-	people := decode[struct {
-		ID string `json:"id"`
-	}](t, rec).ID
-	wantStatus(t, w.as(t, w.admin, "POST", "/v1/tenants/"+w.acme+"/members/"+w.member.id+"/roles", map[string]any{"role_id": people}), 200, "")
+	w.giveMember(t, "people", "users:manage", "users:read", "orders:read:own", "orders:write:own", "profile:read", "profile:write")
 	members := "/v1/tenants/" + w.acme + "/members/"
 	suspend := map[string]string{"status": "suspended"}
 

@@ -537,8 +537,7 @@ func (s *Service) denylistReady(ctx context.Context) error {
 func (s *Service) rebuildDenylist(ctx context.Context) error {
 	s.rebuildMu.Lock()
 	defer s.rebuildMu.Unlock()
-	shared := kv.Shared(s.kv)
-	if _, err := shared.Get(ctx, denyEpochKey); err == nil {
+	if _, err := kv.Shared(s.kv).Get(ctx, denyEpochKey); err == nil {
 		return nil
 	}
 	now := s.now()

@@ -124,8 +124,8 @@ type Entry struct {
 // thousands of keys at once (the revocation denylist, written again): on
 // Redis they go pipelined, many to a round trip, where SetNX would cost a
 // round trip each. Under a Mirror they go to the shared store and, if any
-// was stored, one Rewritten message stands for them all, in place of a
-// message per key.
+// was stored or the call failed, one Rewritten message stands for them
+// all, in place of a message per key.
 func SetNXAll(ctx context.Context, s Store, entries []Entry) (int, error) {
 	for _, e := range entries {
 		if e.TTL < 0 {

@@ -259,8 +259,9 @@ func (m *Mirror) keep(gen, seq uint64, now time.Time, keys []string, found bool,
 }
 
 // changed drops the local copies of keys (every copy for the empty key)
-// and has every other Mirror drop theirs, waiting for them to confirm. It runs after the store has changed,
-// on a context the request's end cannot cancel.
+// and has every other Mirror drop theirs, waiting for them to confirm. It
+// runs after the store has changed, on a context the request's end cannot
+// cancel.
 func (m *Mirror) changed(ctx context.Context, keys ...string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 	defer cancel()

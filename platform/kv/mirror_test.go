@@ -386,20 +386,9 @@ func (h lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // that is there, on the writer or the other instance. (A later SET NX
 // finds the key and would send nothing.)
 func TestRedisMirrorLostReply(t *testing.T) {
-	url := testenv.Need(t, testenv.EnvRedis)
 	ctx := t.Context()
-	prefix := newPrefix()
-	ra, err := NewRedis(ctx, url, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := NewRedis(ctx, url, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	defer testenv.DeleteKeys(t, ra.Client(), prefix)
+	open, prefix := redisOpener(t, testenv.Need(t, testenv.EnvRedis)), newPrefix()
+	ra, rb := open(t, prefix).(*Redis), open(t, prefix).(*Redis)
 	a, b := mustMirror(t, ra), mustMirror(t, rb)
 	var lose atomic.Bool
 	rb.Client().AddHook(lostReply{&lose})
@@ -515,19 +504,9 @@ func privateCluster(t *testing.T) string {
 // copies that no message will correct. It subscribes again, and a change
 // made through one instance is seen by the other's next read.
 func TestRedisMirrorSlotMoved(t *testing.T) {
-	url := privateCluster(t)
 	ctx := t.Context()
-	prefix := newPrefix()
-	ra, err := NewRedis(ctx, url, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := NewRedis(ctx, url, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
+	open, prefix := redisOpener(t, privateCluster(t)), newPrefix()
+	ra, rb := open(t, prefix).(*Redis), open(t, prefix).(*Redis)
 	a, b := mustMirror(t, ra), mustMirror(t, rb)
 	admin := ra.Client()
 	for round := range 2 {

@@ -3,8 +3,6 @@ package ratelimit
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -400,9 +398,9 @@ func peekEmail(c echo.Context) (string, error) {
 	email := strings.ToLower(strings.TrimSpace(v.Email))
 	if len(email) > maxEmail {
 		// No account has it, and a counting key (kept for the period, in
-		// memory on the embedded default) must not be a megabyte long.
-		sum := sha256.Sum256([]byte(email))
-		email = "#" + hex.EncodeToString(sum[:16])
+		// memory on the embedded default) must not be a megabyte long:
+		// hashed, as the Redis keys' long parts are.
+		email = keyPart(email, false)
 	}
 	return email, nil
 }
