@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -361,11 +362,11 @@ func (e *Enforcer) outcome(ctx context.Context, rule Rule, c Check, d Decision, 
 func (e *Enforcer) key(c echo.Context, rule Rule, email string) string {
 	switch rule.Key {
 	case KeyIP:
-		return c.RealIP()
+		return clientKey(c.RealIP())
 	case KeyIPRoute:
-		return c.RealIP() + "|" + c.Path()
+		return clientKey(c.RealIP()) + "|" + c.Path()
 	case KeyIPEmail:
-		return c.RealIP() + "|" + email
+		return clientKey(c.RealIP()) + "|" + email
 	case KeyEmail:
 		return email
 	}
@@ -377,6 +378,25 @@ func (e *Enforcer) key(c echo.Context, rule Rule, email string) string {
 		return id.UserID + "|" + c.Path()
 	}
 	return id.TenantID // KeyTenant
+}
+
+// clientKey is the part of a client's address that names the client. An
+// IPv6 client is its /64: one subscriber, one LAN, is given a whole /64
+// (RFC 6177), and keyed by full address it would have 2^64 allowances.
+// An IPv4-mapped address is its IPv4 address.
+func clientKey(ip string) string {
+	if strings.IndexByte(ip, ':') < 0 {
+		return ip // IPv4, the common case: no parse
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	if a.Is4In6() {
+		return a.Unmap().String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }
 
 // peekEmail reads the "email" of a JSON body and puts the body back for

@@ -122,6 +122,44 @@ func TestLongEmailKeys(t *testing.T) {
 	}
 }
 
+// An IPv6 client is counted by its /64, the block one subscriber is given:
+// keyed by full address, it would have 2^64 allowances. An IPv4-mapped
+// address counts as the IPv4 client.
+func TestIPv6ClientsCountedBySlash64(t *testing.T) {
+	m := NewMemory(nil)
+	defer m.Close()
+	e, err := NewEnforcer(m, []Rule{{Key: KeyIP, OnError: "deny",
+		Policy: Policy{Name: "per-ip", Algorithm: SlidingWindow, Limit: 1, Period: time.Hour}}}, []string{"per-ip"}, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpx.New(httpx.Options{Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 1024, Slots: httpx.Slots{IPLimit: e.Before}})
+	if err := srv.Mount(httpx.Route{Method: "GET", Path: "/x", Auth: httpx.Public,
+		Handle: func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }}); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		addr string
+		want int
+	}{
+		{"[2001:db8:1:2::1]:1000", 204},
+		{"[2001:db8:1:2:ffff:ffff:ffff:fffe]:1001", 429}, // the same /64
+		{"[2001:db8:1:2::1%eth0]:1002", 429},             // a zone changes nothing
+		{"[2001:db8:1:3::1]:1000", 204},                  // the next /64
+		{"192.0.2.7:1000", 204},
+		{"192.0.2.8:1000", 204}, // IPv4 clients are whole addresses
+		{"[::ffff:192.0.2.7]:1000", 429},
+	} {
+		r := httptest.NewRequest("GET", "/x", nil)
+		r.RemoteAddr = step.addr
+		w := httptest.NewRecorder()
+		srv.ServeHTTP(w, r)
+		if w.Code != step.want {
+			t.Errorf("from %s: %d, want %d", step.addr, w.Code, step.want)
+		}
+	}
+}
+
 type recorded struct{ events []audit.Event }
 
 func (r *recorded) Record(_ context.Context, e audit.Event) { r.events = append(r.events, e) }
