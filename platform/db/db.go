@@ -149,6 +149,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, connectError(dialect, where, cfg.URL, err)
 	}
+	if err := registerScope(g); err != nil {
+		return nil, err
+	}
 	sqlDB, err := g.DB()
 	if err != nil {
 		return nil, connectError(dialect, where, cfg.URL, err)

@@ -154,6 +154,38 @@ func testContract(t *testing.T, dialect string, newConfig func(t *testing.T) db.
 		if err := d.Scoped(ctx).Table("notes").Pluck("id", &ids).Error; !errors.Is(err, db.ErrNoTenant) {
 			t.Errorf("query without a tenant: %v, want ErrNoTenant", err)
 		}
+		// An Or stays inside the tenant: tenant_id = ? AND (a OR b), for
+		// reads, counts, rows, updates and deletes alike.
+		ids = nil
+		if err := d.Scoped(t1).Table("notes").Where("id = ?", 1).Or("id = ?", 3).Order("id").Pluck("id", &ids).Error; err != nil || fmt.Sprint(ids) != "[1]" {
+			t.Errorf("t1 reading note 1 or note 3: %v %v, want [1]", err, ids)
+		}
+		var n int64
+		if err := d.Scoped(t1).Table("notes").Where("id = ?", 3).Or("body = ?", "n").Count(&n).Error; err != nil || n != 2 {
+			t.Errorf("t1 counting note 3 or body n: %v %d, want t1's 2", err, n)
+		}
+		if err := d.Scoped(t1).Table("notes").Or("id = ?", 3).Select("body").Row().Scan(&body); !errors.Is(db.Translate(err), fault.ErrNotFound) {
+			t.Errorf("t1 reading by a lone Or: %v %q, want not found", err, body)
+		}
+		if res := d.Scoped(t1).Table("notes").Where("id = ?", 1).Or("id = ?", 3).Update("body", "stolen"); res.Error != nil || res.RowsAffected != 1 {
+			t.Errorf("t1 updating note 1 or note 3: %v rows %d, want 1", res.Error, res.RowsAffected)
+		}
+		if res := d.Scoped(t1).Table("notes").Where("id = ?", 2).Or("id = ?", 3).Delete(nil); res.Error != nil || res.RowsAffected != 1 {
+			t.Errorf("t1 deleting note 2 or note 3: %v rows %d, want 1", res.Error, res.RowsAffected)
+		}
+		if err := d.Conn(ctx).Table("notes").Where("id = ?", 3).Select("body").Row().Scan(&body); err != nil || body != "n" {
+			t.Errorf("t2's note after t1's writes: %v %q, want it untouched", err, body)
+		}
+		// Raw and Exec carry their own SQL: refused, never run unconfined.
+		if err := d.Scoped(t1).Exec("DELETE FROM notes").Error; !errors.Is(err, db.ErrRawScoped) {
+			t.Errorf("Exec on a scoped handle: %v, want ErrRawScoped", err)
+		}
+		if err := d.Scoped(t1).Raw("SELECT id FROM notes").Scan(&ids).Error; !errors.Is(err, db.ErrRawScoped) {
+			t.Errorf("Raw on a scoped handle: %v, want ErrRawScoped", err)
+		}
+		if err := d.Conn(ctx).Table("notes").Count(&n).Error; err != nil || n != 2 {
+			t.Errorf("%d notes left (%v), want 2", n, err)
+		}
 	})
 
 	// A cancelled request's query: on SQLite it runs to its end (watching
