@@ -591,3 +591,30 @@ func TestSuspendedTenantsReadByIndex(t *testing.T) {
 		})
 	}
 }
+
+// The member's id in the path is a UUID in any letter case PostgreSQL
+// reads (upper case here): the escalation check and the last-admin guard
+// must still see the admin behind it. A member holding only users:manage
+// (and the member role's grants) must not suspend or remove the tenant's
+// only admin by upper-casing its id; nor may a super admin suspend a
+// tenant under an id whose status key no instance reads.
+func TestMemberChangesNeedWhatTheMemberHoldsWhateverTheIDsCase(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, backends[1])
+	w.giveMember(t, "people", "users:manage", "users:read", "orders:read:own", "orders:write:own", "profile:read", "profile:write")
+	members := "/v1/tenants/" + w.acme + "/members/"
+	upper := strings.ToUpper(w.admin.id)
+
+	wantStatus(t, w.as(t, w.member, "PATCH", members+upper, map[string]string{"status": "suspended"}), http.StatusForbidden, "escalation")
+	wantStatus(t, w.as(t, w.member, "DELETE", members+upper, nil), http.StatusForbidden, "escalation")
+	if roles, _ := w.app.rbac.Service().RoleNames(context.Background(), w.acme, w.admin.id); !slices.Contains(roles, "admin") {
+		t.Fatalf("acme has lost its only admin: the admin's roles there are now %v", roles)
+	}
+	wantStatus(t, w.app.me(t, w.admin.token), 200, "")
+	// The last-admin guard, for a super admin naming the tenant in capitals.
+	wantStatus(t, w.as(t, w.super, "DELETE", "/v1/tenants/"+strings.ToUpper(w.acme)+"/members/"+upper, nil), http.StatusConflict, "")
+	// A suspension under the tenant's id in capitals takes effect.
+	status := "suspended"
+	wantStatus(t, w.as(t, w.super, "PATCH", "/v1/tenants/"+strings.ToUpper(w.acme), tenant.UpdateTenantRequest{Status: &status}), 200, "")
+	wantStatus(t, w.app.me(t, w.admin.token), 403, "tenant_suspended")
+}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"gatehouse/platform/db"
 	"gatehouse/platform/fault"
 	"gatehouse/platform/kv"
 )
@@ -194,7 +195,7 @@ func (s *Service) grants(ctx context.Context, version []byte, tenantID, userID s
 func (s *Service) compute(ctx context.Context, tenantID, userID string) (Grants, error) {
 	// Identities come from verified tokens, but a malformed id must not
 	// reach PostgreSQL's uuid columns as an error.
-	if !isID(tenantID) || !isID(userID) {
+	if !db.IsID(tenantID) || !db.IsID(userID) {
 		return newGrants(s.cat, false, nil), nil
 	}
 	super, err := s.st.isSuperAdmin(ctx, userID)

@@ -88,7 +88,7 @@ func (s *Service) Invalidate(ctx context.Context) error {
 // access token names. It reads the database and caches nothing, so sign-in
 // may call it inside the transaction that made the membership.
 func (s *Service) RoleNames(ctx context.Context, tenantID, userID string) ([]string, error) {
-	if !isID(tenantID) || !isID(userID) {
+	if !db.IsID(tenantID) || !db.IsID(userID) {
 		return []string{}, nil
 	}
 	super, err := s.st.isSuperAdmin(ctx, userID)
@@ -142,7 +142,7 @@ func (s *Service) roleNames(ctx context.Context, tenantID, userID string, super 
 // member's old (smaller) grants under the new version, so callers call
 // Invalidate once their transaction has committed.
 func (s *Service) AssignRole(ctx context.Context, tenantID, userID, roleName string) error {
-	if !isID(tenantID) || !isID(userID) {
+	if !db.IsID(tenantID) || !db.IsID(userID) {
 		return fmt.Errorf("assign role to %s in %s: %w", userID, tenantID, ErrMemberNotFound)
 	}
 	if roleName == RoleSuperAdmin {
@@ -172,7 +172,7 @@ func (s *Service) CheckRoleGrantable(ctx context.Context, tenantID, actorID, rol
 		s.refused(ctx, &httpx.Identity{TenantID: tenantID, UserID: actorID}, action, roleName, "super_admin")
 		return fmt.Errorf("role %s: only SetSuperAdmin makes super admins: %w", roleName, ErrEscalation)
 	}
-	if !isID(tenantID) {
+	if !db.IsID(tenantID) {
 		return fmt.Errorf("role %q: %w", roleName, ErrUnknownRole)
 	}
 	r, err := s.st.roleByName(ctx, tenantID, roleName)
@@ -195,8 +195,10 @@ func (s *Service) CheckRoleGrantable(ctx context.Context, tenantID, actorID, rol
 // member takes away or gives back what its roles give, so it needs what
 // revoking or assigning them would.
 func (s *Service) CheckHoldsMember(ctx context.Context, tenantID, actorID, member, action string) error {
-	if !isID(tenantID) || !isID(member) {
-		return nil // no such member: the caller says so
+	if !db.IsID(tenantID) || !db.IsID(member) {
+		// Never "holds": an id in another spelling may still find the
+		// member's row on PostgreSQL (callers pass ids as stored).
+		return fmt.Errorf("member %s of %s: %w", member, tenantID, ErrMemberNotFound)
 	}
 	perms, err := s.st.memberPermissions(ctx, tenantID, member)
 	if err != nil {
@@ -207,7 +209,7 @@ func (s *Service) CheckHoldsMember(ctx context.Context, tenantID, actorID, membe
 
 // IsSuperAdmin reports whether the user is a super admin.
 func (s *Service) IsSuperAdmin(ctx context.Context, userID string) (bool, error) {
-	if !isID(userID) {
+	if !db.IsID(userID) {
 		return false, nil
 	}
 	return s.st.isSuperAdmin(ctx, userID)
@@ -218,7 +220,7 @@ func (s *Service) IsSuperAdmin(ctx context.Context, userID string) (bool, error)
 // event with a system actor. An unknown user gives an error wrapping
 // fault.ErrNotFound.
 func (s *Service) SetSuperAdmin(ctx context.Context, userID string, on bool) error {
-	if !isID(userID) {
+	if !db.IsID(userID) {
 		return fmt.Errorf("user %q: %w", userID, fault.ErrNotFound)
 	}
 	var changed bool
@@ -243,8 +245,9 @@ func (s *Service) SetSuperAdmin(ctx context.Context, userID string, on bool) err
 // checks and then removes in one transaction cannot race another doing the
 // same.
 func (s *Service) IsLastAdmin(ctx context.Context, tenantID, userID string) (bool, error) {
-	if !isID(tenantID) || !isID(userID) {
-		return false, nil
+	if !db.IsID(tenantID) || !db.IsID(userID) {
+		// Never "not the last": as in CheckHoldsMember.
+		return false, fmt.Errorf("member %s of %s: %w", userID, tenantID, ErrMemberNotFound)
 	}
 	admins, err := s.st.activeAdmins(ctx, tenantID)
 	if err != nil {
@@ -258,7 +261,7 @@ func (s *Service) Catalogue() *Catalogue { return s.cat }
 
 // Roles returns the system roles and the caller's tenant's custom roles.
 func (s *Service) Roles(ctx context.Context, id *httpx.Identity) ([]Role, error) {
-	if !isID(id.TenantID) {
+	if !db.IsID(id.TenantID) {
 		return nil, errNoTenant
 	}
 	return s.st.roles(ctx, id.TenantID)
@@ -267,8 +270,8 @@ func (s *Service) Roles(ctx context.Context, id *httpx.Identity) ([]Role, error)
 // Role returns a system role or one of the caller's tenant's roles; any other
 // id gives an error wrapping ErrRoleNotFound.
 func (s *Service) Role(ctx context.Context, id *httpx.Identity, roleID string) (Role, error) {
-	roleID, ok := parseID(roleID)
-	if !ok || !isID(id.TenantID) {
+	roleID, ok := db.ParseID(roleID)
+	if !ok || !db.IsID(id.TenantID) {
 		return Role{}, fmt.Errorf("role %q: %w", roleID, ErrRoleNotFound)
 	}
 	return s.st.role(ctx, id.TenantID, roleID)
@@ -279,7 +282,7 @@ func (s *Service) Role(ctx context.Context, id *httpx.Identity, roleID string) (
 // by the caller (else ErrEscalation, naming it). A name a role of the tenant
 // or a system role has gives ErrRoleExists.
 func (s *Service) CreateRole(ctx context.Context, id *httpx.Identity, name, description string, perms []string) (Role, error) {
-	if !isID(id.TenantID) {
+	if !db.IsID(id.TenantID) {
 		return Role{}, errNoTenant
 	}
 	if !roleName.MatchString(name) {
@@ -426,8 +429,8 @@ func (s *Service) RevokeMemberRole(ctx context.Context, id *httpx.Identity, tena
 }
 
 func (s *Service) changeMemberRole(ctx context.Context, id *httpx.Identity, action, tenantID, userID, roleID string) ([]string, error) {
-	tenantID, okT := parseID(tenantID)
-	userID, okU := parseID(userID)
+	tenantID, okT := db.ParseID(tenantID)
+	userID, okU := db.ParseID(userID)
 	if !okT || !okU || tenantID != id.TenantID {
 		return nil, fmt.Errorf("member %s of %s: %w", userID, tenantID, ErrMemberNotFound)
 	}
@@ -612,35 +615,3 @@ func checkDescription(d string) error {
 func now() time.Time { return time.Now().UTC() }
 
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
-
-// isID reports whether s is a UUID in its canonical, lower-case form: the
-// only form stored, so any other cannot match a row.
-func isID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if c != '-' {
-				return false
-			}
-		case (c < '0' || c > '9') && (c < 'a' || c > 'f'):
-			return false
-		}
-	}
-	return true
-}
-
-// parseID returns a path's id in canonical form, if it is a UUID.
-func parseID(s string) (string, bool) {
-	if len(s) != 36 {
-		return s, false
-	}
-	u, err := uuid.Parse(s)
-	if err != nil {
-		return s, false
-	}
-	return u.String(), true
-}

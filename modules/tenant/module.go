@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"gatehouse/platform/audit"
@@ -89,7 +88,14 @@ func (m *Module) Routes() []httpx.Route {
 // scope returns the tenant named by the path if the caller acts in it, or
 // is a super admin; another tenant is not found, never forbidden.
 func (m *Module) scope(c echo.Context) (string, error) {
-	id, caller := c.Param("id"), httpx.IdentityOf(c)
+	// As stored: the super admin's path below must not carry a spelling
+	// that PostgreSQL matches and the checks after it, comparing strings,
+	// do not.
+	id, ok := db.ParseID(c.Param("id"))
+	if !ok {
+		return "", ErrNotFound
+	}
+	caller := httpx.IdentityOf(c)
 	if id == caller.TenantID {
 		return id, nil
 	}
@@ -155,10 +161,11 @@ func (m *Module) named(c echo.Context) (string, error) {
 	// The canonical form: Get would canonicalize "X-Tenant-ID" into a new
 	// string on every request.
 	if h := c.Request().Header.Get("X-Tenant-Id"); h != "" {
-		if uuid.Validate(h) != nil {
+		id, ok := db.ParseID(h)
+		if !ok {
 			return "", ErrTenantMismatch
 		}
-		return strings.ToLower(h), nil
+		return id, nil
 	}
 	if m.baseDomain == "" {
 		return "", nil

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"gatehouse/platform/audit"
+	"gatehouse/platform/db"
 	"gatehouse/platform/fault"
 	"gatehouse/platform/kv"
 )
@@ -127,7 +128,8 @@ func checkName(name string) error {
 
 // Get returns a tenant.
 func (s *Service) Get(ctx context.Context, id string) (Tenant, error) {
-	if uuid.Validate(id) != nil {
+	id, ok := db.ParseID(id)
+	if !ok {
 		return Tenant{}, ErrNotFound
 	}
 	t, err := s.store.byID(ctx, id)
@@ -139,8 +141,9 @@ func (s *Service) Get(ctx context.Context, id string) (Tenant, error) {
 
 // List returns a page of tenants after the cursor.
 func (s *Service) List(ctx context.Context, cursor string, limit int) ([]Tenant, error) {
-	if cursor != "" && uuid.Validate(cursor) != nil {
-		return nil, fault.Field("cursor", "cursor is not valid")
+	cursor, err := parseCursor(cursor)
+	if err != nil {
+		return nil, err
 	}
 	return s.store.list(ctx, cursor, limit)
 }
@@ -153,6 +156,7 @@ func (s *Service) Update(ctx context.Context, actor, id string, name, status, pl
 	if err != nil {
 		return Tenant{}, err
 	}
+	id = before.ID // as stored: it names the status's key and the cache's entry
 	fields := map[string]any{}
 	if name != nil {
 		if err := checkName(*name); err != nil {
@@ -261,6 +265,7 @@ func (s *Service) UpdateSettings(ctx context.Context, actor, id string, defaultR
 	if err != nil {
 		return Tenant{}, err
 	}
+	id = before.ID // as stored: the checks below compare it as a string
 	fields := map[string]any{}
 	if defaultRole != nil {
 		if *defaultRole == "" || len(*defaultRole) > 64 {
@@ -365,8 +370,9 @@ type Member struct {
 
 // Members lists a page of a tenant's members after the cursor (a user id).
 func (s *Service) Members(ctx context.Context, tenantID, cursor string, limit int) ([]Member, error) {
-	if cursor != "" && uuid.Validate(cursor) != nil {
-		return nil, fault.Field("cursor", "cursor is not valid")
+	cursor, err := parseCursor(cursor)
+	if err != nil {
+		return nil, err
 	}
 	ms, err := s.store.members(ctx, tenantID, cursor, limit)
 	if err != nil {
@@ -392,9 +398,25 @@ func (s *Service) Members(ctx context.Context, tenantID, cursor string, limit in
 	return out, nil
 }
 
-// member returns a membership, or ErrMemberNotFound.
+// parseCursor returns a page's cursor (an id) as ids are stored.
+func parseCursor(cursor string) (string, error) {
+	if cursor == "" {
+		return "", nil
+	}
+	id, ok := db.ParseID(cursor)
+	if !ok {
+		return "", fault.Field("cursor", "cursor is not valid")
+	}
+	return id, nil
+}
+
+// member returns a membership, or ErrMemberNotFound. Its ids are as
+// stored, whatever the spelling asked for: the checks that follow compare
+// them as strings.
 func (s *Service) member(ctx context.Context, tenantID, userID string) (Membership, error) {
-	if uuid.Validate(userID) != nil {
+	tenantID, okT := db.ParseID(tenantID)
+	userID, okU := db.ParseID(userID)
+	if !okT || !okU {
 		return Membership{}, ErrMemberNotFound
 	}
 	m, err := s.store.membership(ctx, tenantID, userID)
@@ -416,6 +438,7 @@ func (s *Service) SetMemberStatus(ctx context.Context, actor, tenantID, userID, 
 	if err != nil {
 		return Membership{}, err
 	}
+	tenantID, userID = before.TenantID, before.UserID
 	if err := s.roles.CheckHoldsMember(ctx, tenantID, actor, userID, "tenant.member_status"); err != nil {
 		return Membership{}, err
 	}
@@ -449,17 +472,18 @@ func (s *Service) SetMemberStatus(ctx context.Context, actor, tenantID, userID, 
 // permission the member's roles give.
 func (s *Service) RemoveMember(ctx context.Context, actor, tenantID, userID string) error {
 	before, err := s.member(ctx, tenantID, userID)
-	if errors.Is(err, ErrMemberNotFound) && uuid.Validate(userID) == nil {
+	if id, ok := db.ParseID(userID); ok && errors.Is(err, ErrMemberNotFound) {
 		// Perhaps a retry of a removal that failed after its commit: the
 		// member's sessions in the tenant may still be live, so they are
 		// ended before the answer says there is no such member.
-		if err := s.users.EndTenantSessions(ctx, tenantID, userID, "membership_removed"); err != nil {
+		if err := s.users.EndTenantSessions(ctx, tenantID, id, "membership_removed"); err != nil {
 			return err
 		}
 	}
 	if err != nil {
 		return err
 	}
+	tenantID, userID = before.TenantID, before.UserID
 	if err := s.roles.CheckHoldsMember(ctx, tenantID, actor, userID, "tenant.member_remove"); err != nil {
 		return err
 	}
