@@ -12,8 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"gorm.io/gorm"
 
 	"gatehouse/modules/auth"
 	"gatehouse/modules/tenant"
@@ -296,7 +299,7 @@ func TestSwitchTenant(t *testing.T) {
 
 	sw := func(tenant string) *httpRecorder {
 		return app.do(t, req{method: "POST", path: "/v1/auth/switch-tenant", bearer: p.AccessToken,
-			body: auth.SwitchTenantRequest{Tenant: tenant}})
+			body: auth.SwitchTenantRequest{Tenant: tenant, RefreshToken: p.RefreshToken}})
 	}
 	wantStatus(t, sw("other"), 403, "not_a_member")
 	wantStatus(t, sw("nope"), 403, "not_a_member")
@@ -310,6 +313,139 @@ func TestSwitchTenant(t *testing.T) {
 	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
 		body: auth.LoginRequest{Email: "ivan@example.com", Password: "correct horse battery"}}), 400, "tenant_required")
 	app.login(t, "ivan@example.com", "correct horse battery", "acme")
+}
+
+// A switch-tenant needs the session's current refresh token besides its
+// access token: an access token alone (all a script in a cookie-mode page
+// can take) must not buy a refresh token that lives for months. The new
+// session stays in its sign-in's family: the origin's logout, a reuse of
+// its refresh token and its revocation end it too. A switch proven by the
+// cookie answers in cookie mode, and logout reads the cookie.
+func TestSwitchTenantStaysInItsSignIn(t *testing.T) {
+	t.Parallel()
+	app := newTestApp(t, backends[0], nil)
+	acme := insertTenant(t, app, "acme")
+	const pw = "correct horse battery"
+	reg := app.register(t, "olga@example.com", pw, "")
+	addMembership(t, app, reg.User.ID, acme, "member")
+	sw := func(from auth.Pair, refresh string) *httpRecorder {
+		return app.do(t, req{method: "POST", path: "/v1/auth/switch-tenant", bearer: from.AccessToken,
+			body: auth.SwitchTenantRequest{Tenant: "acme", RefreshToken: refresh}})
+	}
+	p := app.login(t, "olga@example.com", pw, "default")
+	other := app.login(t, "olga@example.com", pw, "default")
+	wantStatus(t, sw(p, ""), 400, "validation_failed")
+	wantStatus(t, sw(p, "not-a-token"), 401, "invalid_refresh_token")
+	wantStatus(t, sw(p, other.RefreshToken), 401, "invalid_refresh_token") // another session's
+
+	// A thief replays the stolen refresh token first, and switches.
+	rec := app.refresh(p.RefreshToken, t)
+	wantStatus(t, rec, 200, "")
+	thief := decode[auth.Pair](t, rec)
+	wantStatus(t, sw(thief, p.RefreshToken), 401, "invalid_refresh_token") // used: not current
+	rec = sw(thief, thief.RefreshToken)
+	wantStatus(t, rec, 200, "")
+	child := decode[auth.Pair](t, rec)
+	// The owner's copy comes back: reuse ends the family, the child with it.
+	wantStatus(t, app.refresh(p.RefreshToken, t), 401, "refresh_token_reused")
+	wantRejected(t, app.me(t, child.AccessToken))
+	wantStatus(t, app.refresh(child.RefreshToken, t), 401, "invalid_refresh_token")
+	wantStatus(t, app.me(t, other.AccessToken), 200, "") // another sign-in
+
+	// Logout from the switched-to session ends the one it came from.
+	q := app.login(t, "olga@example.com", pw, "default")
+	rec = sw(q, q.RefreshToken)
+	wantStatus(t, rec, 200, "")
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: decode[auth.Pair](t, rec).AccessToken}), 204, "")
+	wantRejected(t, app.me(t, q.AccessToken))
+	wantStatus(t, app.refresh(q.RefreshToken, t), 401, "invalid_refresh_token")
+
+	// Cookie mode: proven by the cookie, the answer stays in cookie mode.
+	rec = app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "olga@example.com", Password: pw, Tenant: "default", UseCookie: true}})
+	wantStatus(t, rec, 200, "")
+	page := decode[auth.Pair](t, rec)
+	cookie := (&http.Response{Header: rec.Header()}).Cookies()[0]
+	rec = app.do(t, req{method: "POST", path: "/v1/auth/switch-tenant", bearer: page.AccessToken, cookies: []*http.Cookie{cookie},
+		body: auth.SwitchTenantRequest{Tenant: "acme"}})
+	wantStatus(t, rec, 403, "csrf_failed")
+	rec = app.do(t, req{method: "POST", path: "/v1/auth/switch-tenant", bearer: page.AccessToken, cookies: []*http.Cookie{cookie},
+		body: auth.SwitchTenantRequest{Tenant: "acme"}, header: map[string]string{"X-CSRF-Token": page.CSRFToken}})
+	wantStatus(t, rec, 200, "")
+	if got := decode[auth.Pair](t, rec); got.RefreshToken != "" || got.CSRFToken == "" {
+		t.Fatalf("a switch proven by the cookie answered with %+v, want cookie mode", got)
+	}
+	// Logout as a browser sends it, with the first tenant's cookie (the
+	// old one, as a client that kept it would): that session ends too.
+	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: other.AccessToken,
+		cookies: []*http.Cookie{cookie}}), 204, "")
+	rec = app.do(t, req{method: "POST", path: "/v1/auth/refresh", body: "{}", cookies: []*http.Cookie{cookie},
+		header: map[string]string{"Content-Type": "application/json", "X-CSRF-Token": page.CSRFToken}})
+	wantStatus(t, rec, 401, "invalid_refresh_token")
+}
+
+// A sign-in or a switch that was under way while the password changed
+// ends with the password change, not after it: each checks again, as it
+// writes its session, what it rested on (the password hash it compared,
+// the session it came from), and the change reads again after revoking.
+func TestSessionsOpenedDuringAPasswordChangeEnd(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			app := startApp(t, testConfig(t, b))
+			const oldPW, newPW = "correct horse battery", "a brand new password"
+			email := "dave" + strings.ReplaceAll(b.name, "+", "") + "@example.com"
+			app.register(t, email, oldPW, "")
+			owner := app.login(t, email, oldPW, "")
+			var stolen auth.Pair // a second device's session
+			var armed atomic.Bool
+			held, release := make(chan struct{}), make(chan struct{})
+			if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold", func(tx *gorm.DB) {
+				if tx.Statement.Table == "memberships" && armed.CompareAndSwap(true, false) {
+					held <- struct{}{}
+					<-release
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range []struct {
+				name string
+				send func() *httpRecorder
+			}{
+				{"login with the old password", func() *httpRecorder {
+					return app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: email, Password: oldPW}})
+				}},
+				{"switch-tenant from a session the change ends", func() *httpRecorder {
+					return app.do(t, req{method: "POST", path: "/v1/auth/switch-tenant", bearer: stolen.AccessToken,
+						body: auth.SwitchTenantRequest{Tenant: "default", RefreshToken: stolen.RefreshToken}})
+				}},
+			} {
+				stolen = app.login(t, email, oldPW, "")
+				armed.Store(true)
+				done := make(chan *httpRecorder)
+				go func() { done <- step.send() }()
+				<-held // past its checks, before its session is written
+				wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/password", bearer: owner.AccessToken,
+					body: auth.PasswordRequest{CurrentPassword: oldPW, NewPassword: newPW}}), 204, "")
+				release <- struct{}{}
+				rec := <-done
+				if rec.Code == 200 {
+					p := decode[auth.Pair](t, rec)
+					if r := app.refresh(p.RefreshToken, t); r.Code == 200 {
+						t.Errorf("%s: its session outlives the password change: refresh %d", step.name, r.Code)
+					}
+					if app.me(t, p.AccessToken).Code == 200 {
+						t.Errorf("%s: its access token outlives the password change", step.name)
+					}
+				}
+				// Back to the old password for the next step.
+				wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/password", bearer: owner.AccessToken,
+					body: auth.PasswordRequest{CurrentPassword: newPW, NewPassword: oldPW}}), 204, "")
+			}
+			close(release)
+		})
+	}
 }
 
 // RFC 7662 introspection, for a configured service client only.
@@ -396,7 +532,9 @@ func TestIntrospect(t *testing.T) {
 }
 
 // Cookie mode: the refresh token travels in an HttpOnly, SameSite=Strict
-// cookie scoped to /v1/auth, and reading it needs the CSRF token.
+// cookie scoped to /v1/auth, and reading it needs its CSRF token, which is
+// bound to it: a cookie planted beside it by a sibling subdomain (sent
+// first) is never taken with the victim's token.
 func TestCookieMode(t *testing.T) {
 	t.Parallel()
 	app := newTestApp(t, backends[0], func(c *config.Config) { c.Auth.CookieSecure = true })
@@ -409,24 +547,22 @@ func TestCookieMode(t *testing.T) {
 		t.Fatalf("cookie-mode body: %+v", p)
 	}
 	cookies := (&http.Response{Header: rec.Header()}).Cookies()
-	var refresh, csrf *http.Cookie
-	for _, c := range cookies {
-		switch c.Name {
-		case "gatehouse_refresh":
-			refresh = c
-		case "gatehouse_csrf":
-			csrf = c
-		}
+	if len(cookies) != 1 {
+		t.Fatalf("cookies set: %v, want the refresh cookie alone", cookies)
 	}
-	if refresh == nil || !refresh.HttpOnly || !refresh.Secure || refresh.SameSite != http.SameSiteStrictMode ||
-		refresh.Path != "/v1/auth" || refresh.MaxAge < 1000 {
+	refresh := cookies[0]
+	if refresh.Name != "gatehouse_refresh" || !refresh.HttpOnly || !refresh.Secure || refresh.SameSite != http.SameSiteStrictMode ||
+		refresh.Path != "/v1/auth" || refresh.MaxAge < 1000 || strings.Contains(p.CSRFToken, refresh.Value) {
 		t.Fatalf("refresh cookie: %+v", refresh)
 	}
-	if csrf == nil || csrf.Value != p.CSRFToken {
-		t.Fatalf("csrf cookie: %+v", csrf)
-	}
+	// Another account's cookie, planted for the refresh path, comes first.
+	app.register(t, "mallory@example.com", "correct horse battery", "")
+	rec = app.do(t, req{method: "POST", path: "/v1/auth/login",
+		body: auth.LoginRequest{Email: "mallory@example.com", Password: "correct horse battery", UseCookie: true}})
+	wantStatus(t, rec, 200, "")
+	planted := (&http.Response{Header: rec.Header()}).Cookies()[0]
 	viaCookie := func(header string) *httpRecorder {
-		r := req{method: "POST", path: "/v1/auth/refresh", body: "{}", cookies: []*http.Cookie{refresh, csrf},
+		r := req{method: "POST", path: "/v1/auth/refresh", body: "{}", cookies: []*http.Cookie{planted, refresh},
 			header: map[string]string{"Content-Type": "application/json"}}
 		if header != "" {
 			r.header["X-CSRF-Token"] = header
@@ -437,8 +573,12 @@ func TestCookieMode(t *testing.T) {
 	wantStatus(t, viaCookie("forged"), 403, "csrf_failed")
 	rec = viaCookie(p.CSRFToken)
 	wantStatus(t, rec, 200, "")
-	if next := decode[auth.Pair](t, rec); next.RefreshToken != "" || next.CSRFToken == "" {
+	next := decode[auth.Pair](t, rec)
+	if next.RefreshToken != "" || next.CSRFToken == "" || next.CSRFToken == p.CSRFToken {
 		t.Errorf("refresh in cookie mode: %+v", next)
+	}
+	if me := decode[auth.MeResponse](t, app.me(t, next.AccessToken)); me.User.Email != "kim@example.com" {
+		t.Fatalf("the victim's CSRF token refreshed %s's cookie", me.User.Email)
 	}
 	if !strings.Contains(strings.Join(rec.Header().Values("Set-Cookie"), ";"), "gatehouse_refresh=") {
 		t.Error("refresh did not set the new cookie")

@@ -1,7 +1,7 @@
 package auth
 
 import (
-	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
@@ -76,8 +76,11 @@ type PasswordRequest struct {
 
 // SwitchTenantRequest is the body of POST /v1/auth/switch-tenant.
 type SwitchTenantRequest struct {
-	Tenant    string `json:"tenant"`
-	UseCookie bool   `json:"use_cookie"`
+	Tenant string `json:"tenant"`
+	// RefreshToken is the current refresh token of the caller's session;
+	// in cookie mode it is the cookie, with the X-CSRF-Token header.
+	RefreshToken string `json:"refresh_token"`
+	UseCookie    bool   `json:"use_cookie"`
 }
 
 // MeResponse describes the caller.
@@ -160,34 +163,60 @@ func (m *Module) refresh(c echo.Context) error {
 
 // refreshToken takes the token from the body or, in cookie mode, from the
 // cookie. A browser sends cookies on its own, so reading one needs the CSRF
-// token too (double submit): the X-CSRF-Token header must repeat the CSRF
-// cookie, a value the frontend got in the body of the token response and
-// that another site can neither read nor guess.
+// token too: the X-CSRF-Token header must be the cookie's csrfToken, a value
+// the frontend got in the body of the token response and that another site
+// can neither read nor guess. Bound to the cookie's token, it also picks
+// the right cookie when a sibling subdomain has planted another
+// gatehouse_refresh beside it (sent first, as its path is longer): a
+// planted cookie matches no CSRF token the frontend holds, so the browser
+// is never signed in to the planter's account.
 func (m *Module) refreshToken(c echo.Context, body string) (string, bool, error) {
 	if body != "" {
 		return body, false, nil
 	}
-	ck, err := c.Cookie(refreshCookie)
-	if err != nil || ck.Value == "" {
+	header := c.Request().Header.Get(csrfHeader)
+	cookies := refreshCookies(c)
+	if len(cookies) == 0 {
 		return "", false, fault.Field("refresh_token", "refresh_token is required")
 	}
-	csrf, err := c.Cookie(csrfCookie)
-	header := c.Request().Header.Get(csrfHeader)
-	if err != nil || header == "" || subtle.ConstantTimeCompare([]byte(csrf.Value), []byte(header)) != 1 {
-		return "", false, ErrCSRF
+	for _, v := range cookies {
+		if header != "" && subtle.ConstantTimeCompare([]byte(csrfToken(v)), []byte(header)) == 1 {
+			return v, true, nil
+		}
 	}
-	return ck.Value, true, nil
+	return "", false, ErrCSRF
+}
+
+// refreshCookies returns the values of the request's first few
+// gatehouse_refresh cookies: a browser sends its own and any planted
+// beside it, and a client may send thousands.
+func refreshCookies(c echo.Context) []string {
+	var out []string
+	for _, ck := range c.Request().Cookies() {
+		if ck.Name == refreshCookie && ck.Value != "" {
+			if out = append(out, ck.Value); len(out) == 4 {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// csrfToken is the CSRF token of a refresh token: a hash, so the token a
+// page's scripts may read reveals nothing of the HttpOnly refresh token.
+func csrfToken(refresh string) string {
+	sum := sha256.Sum256([]byte("gatehouse csrf\x00" + refresh))
+	return base64.RawURLEncoding.EncodeToString(sum[:24])
 }
 
 const (
 	refreshCookie = "gatehouse_refresh"
-	csrfCookie    = "gatehouse_csrf"
 	csrfHeader    = "X-CSRF-Token"
 )
 
 // Cookies returns the session cookies' names. Only Gatehouse may set them:
-// the gateway drops an upstream's Set-Cookie for either (app.go).
-func Cookies() []string { return []string{refreshCookie, csrfCookie} }
+// the gateway drops an upstream's Set-Cookie for any (app.go).
+func Cookies() []string { return []string{refreshCookie} }
 
 // CookiePath is the path the session cookies are scoped to. Nothing under
 // it may reach an upstream through the gateway (app.go reserves it), or
@@ -195,17 +224,12 @@ func Cookies() []string { return []string{refreshCookie, csrfCookie} }
 const CookiePath = "/v1/auth"
 
 // sendPair answers with a token pair; in cookie mode the refresh token goes
-// into an HttpOnly cookie, with a fresh CSRF cookie beside it.
+// into an HttpOnly cookie, and the body carries its CSRF token instead.
 func (m *Module) sendPair(c echo.Context, p Pair, cookie bool) error {
 	if cookie {
-		csrf := make([]byte, 24)
-		rand.Read(csrf)
-		maxAge := p.RefreshExpiresIn
-		c.SetCookie(&http.Cookie{Name: refreshCookie, Value: p.RefreshToken, Path: CookiePath, MaxAge: maxAge,
+		c.SetCookie(&http.Cookie{Name: refreshCookie, Value: p.RefreshToken, Path: CookiePath, MaxAge: p.RefreshExpiresIn,
 			HttpOnly: true, Secure: m.cookieSecure, SameSite: http.SameSiteStrictMode})
-		p.CSRFToken = base64.RawURLEncoding.EncodeToString(csrf)
-		c.SetCookie(&http.Cookie{Name: csrfCookie, Value: p.CSRFToken, Path: CookiePath, MaxAge: maxAge,
-			HttpOnly: true, Secure: m.cookieSecure, SameSite: http.SameSiteStrictMode})
+		p.CSRFToken = csrfToken(p.RefreshToken)
 		p.RefreshToken = ""
 	}
 	return c.JSON(http.StatusOK, p)
@@ -213,8 +237,6 @@ func (m *Module) sendPair(c echo.Context, p Pair, cookie bool) error {
 
 func (m *Module) clearCookies(c echo.Context) {
 	c.SetCookie(&http.Cookie{Name: refreshCookie, Path: CookiePath, MaxAge: -1, HttpOnly: true, Secure: m.cookieSecure,
-		SameSite: http.SameSiteStrictMode})
-	c.SetCookie(&http.Cookie{Name: csrfCookie, Path: CookiePath, MaxAge: -1, HttpOnly: true, Secure: m.cookieSecure,
 		SameSite: http.SameSiteStrictMode})
 }
 
@@ -225,7 +247,14 @@ func (m *Module) logout(c echo.Context) error {
 			return err
 		}
 	}
-	if err := m.svc.Logout(audit.RequestContext(c), httpx.IdentityOf(c), req.RefreshToken); err != nil {
+	// The bearer's session, and the refresh token's: in cookie mode, after
+	// a switch-tenant that did not move the cookie, that is another one.
+	// The bearer stands for the user here, so no CSRF token is needed.
+	refresh := refreshCookies(c)
+	if req.RefreshToken != "" {
+		refresh = []string{req.RefreshToken}
+	}
+	if err := m.svc.Logout(audit.RequestContext(c), httpx.IdentityOf(c), refresh...); err != nil {
 		return err
 	}
 	m.clearCookies(c)
@@ -289,9 +318,15 @@ func (m *Module) switchTenant(c echo.Context) error {
 	if err := httpx.Bind(c, &req); err != nil {
 		return err
 	}
-	pair, err := m.svc.SwitchTenant(audit.RequestContext(c), httpx.IdentityOf(c), strings.TrimSpace(req.Tenant), client(c))
+	raw, fromCookie, err := m.refreshToken(c, req.RefreshToken)
 	if err != nil {
 		return err
 	}
-	return m.sendPair(c, pair, req.UseCookie)
+	pair, err := m.svc.SwitchTenant(audit.RequestContext(c), httpx.IdentityOf(c), strings.TrimSpace(req.Tenant), raw, client(c))
+	if err != nil {
+		return err
+	}
+	// A session in cookie mode stays there: its scripts never see a
+	// refresh token.
+	return m.sendPair(c, pair, req.UseCookie || fromCookie)
 }

@@ -246,7 +246,12 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 			Metadata: map[string]any{"reason": "password_login_disabled"}})
 		return Pair{}, ErrMethodNotAllowed
 	}
-	pair, sid, err := s.startSession(ctx, u.ID, t, client)
+	pair, sid, err := s.startSession(ctx, u.ID, t, client, sessionCause{passwordHash: u.PasswordHash}, "")
+	if errors.Is(err, errSessionCauseGone) {
+		// The password changed since it was checked: this sign-in used
+		// the old one.
+		return Pair{}, s.failLogin(ctx, email, u.ID, "password_changed", n)
+	}
 	if err != nil {
 		return Pair{}, err
 	}
@@ -368,14 +373,19 @@ func (s *Service) locked(until []byte) error {
 	return LockedError{wait: max(time.Unix(sec, 0).Sub(s.now()), time.Second)}
 }
 
-// startSession opens a session in the tenant and issues its first pair.
-func (s *Service) startSession(ctx context.Context, userID string, t Tenant, client Client) (Pair, string, error) {
+// startSession opens a session in the tenant and issues its first pair,
+// if its cause still holds (errSessionCauseGone if not). The session joins
+// family, or starts its own.
+func (s *Service) startSession(ctx context.Context, userID string, t Tenant, client Client, cause sessionCause, family string) (Pair, string, error) {
 	now := s.now()
 	raw, hash := newRefreshToken()
-	sess := Session{ID: newID(), UserID: userID, TenantID: t.ID, UserAgent: truncate(client.UserAgent, 256),
+	sess := Session{ID: newID(), UserID: userID, TenantID: t.ID, FamilyID: family, UserAgent: truncate(client.UserAgent, 256),
 		IP: client.IP, CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxAge)}
+	if family == "" {
+		sess.FamilyID = sess.ID
+	}
 	rt := RefreshToken{ID: newID(), SessionID: sess.ID, TokenHash: hash, CreatedAt: now, ExpiresAt: s.refreshExpiry(now, sess)}
-	if err := s.store.createSession(ctx, sess, rt); err != nil {
+	if err := s.store.createSession(ctx, sess, rt, cause); err != nil {
 		return Pair{}, "", err
 	}
 	pair, err := s.pair(ctx, userID, t.ID, sess.ID, raw, rt.ExpiresAt)
@@ -458,10 +468,12 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair,
 	return s.pair(ctx, sess.UserID, sess.TenantID, sess.ID, next, child.ExpiresAt)
 }
 
-// reused revokes the session whose rotated token came back.
+// reused revokes the session whose rotated token came back, with every
+// session switched to from its sign-in: whoever holds the other copy must
+// not keep one of them.
 func (s *Service) reused(ctx context.Context, sess Session) error {
 	if _, err := s.endSessions(ctx, sess.UserID, "refresh_token_reused",
-		func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sess.ID) }); err != nil {
+		func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sess.ID) }, true); err != nil {
 		return err
 	}
 	s.record(ctx, audit.Event{Action: "auth.refresh_token_reused", Outcome: audit.Failure, TenantID: sess.TenantID,
@@ -471,29 +483,42 @@ func (s *Service) reused(ctx context.Context, sess Session) error {
 }
 
 // endSessions revokes the user's live sessions that where selects (nil:
-// all) in the database, and denies them in kv so that every instance
-// refuses their access tokens on the next request. A session's denial
-// needs to outlive only the access tokens issued in it.
+// all; with families, their whole families) in the database, and denies
+// them in kv so that every instance refuses their access tokens on the
+// next request. A session's denial needs to outlive only the access tokens
+// issued in it.
+//
+// It reads again after revoking, until nothing new turns up: a switch-tenant
+// whose origin was live when it checked (and held its row) commits before
+// the revocation of that origin does, so a session it opened after the
+// first read is found by the next (sessionCause).
 //
 // The denials come first. Revoked first, a failed denial (kv down for a
 // moment) would leave sessions revoked in the database whose access tokens
 // still pass, and a retry would find no live session to deny. Denied
 // first, a failure leaves them live and the retry does it all again; a
 // session denied but not revoked only loses its access tokens early.
-func (s *Service) endSessions(ctx context.Context, userID, reason string, where func(*gorm.DB) *gorm.DB) ([]string, error) {
-	ids, err := s.store.unrevokedSessions(ctx, userID, where)
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range ids {
-		if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.denyWindow()); err != nil {
+func (s *Service) endSessions(ctx context.Context, userID, reason string, where func(*gorm.DB) *gorm.DB, families bool) ([]string, error) {
+	var all []string
+	for range 10 { // each round needs a new switch, made with the last round's session
+		ids, err := s.store.unrevokedSessions(ctx, userID, where, families)
+		if err != nil {
 			return nil, err
 		}
+		if len(ids) == 0 {
+			break
+		}
+		for _, id := range ids {
+			if err := s.kv.Set(ctx, "deny:sid:"+id, []byte{1}, s.denyWindow()); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.store.revokeSessions(ctx, ids, reason, s.now()); err != nil {
+			return nil, err
+		}
+		all = append(all, ids...)
 	}
-	if err := s.store.revokeSessions(ctx, ids, reason, s.now()); err != nil {
-		return nil, err
-	}
-	return ids, nil
+	return all, nil
 }
 
 // denyPastExp is how long a denial must outlast the exp of the tokens it
@@ -683,14 +708,17 @@ func (s *Service) Introspect(ctx context.Context, raw, clientID string) (*token.
 
 // Logout revokes the caller's session and denies its access token; a
 // refresh token given along ends its session too, if it is the caller's.
-func (s *Service) Logout(ctx context.Context, id *httpx.Identity, refresh string) error {
+// Each ends with the sessions switched to from its sign-in (its family).
+func (s *Service) Logout(ctx context.Context, id *httpx.Identity, refresh ...string) error {
 	sids := []string{id.SessionID}
-	if hash, ok := parseRefreshToken(refresh); ok {
-		if _, sess, err := s.store.refreshToken(ctx, hash); err == nil && sess.UserID == id.UserID {
-			sids = append(sids, sess.ID)
+	for _, r := range refresh {
+		if hash, ok := parseRefreshToken(r); ok {
+			if _, sess, err := s.store.refreshToken(ctx, hash); err == nil && sess.UserID == id.UserID {
+				sids = append(sids, sess.ID)
+			}
 		}
 	}
-	if _, err := s.endSessions(ctx, id.UserID, "logout", func(q *gorm.DB) *gorm.DB { return q.Where("id IN ?", sids) }); err != nil {
+	if _, err := s.endSessions(ctx, id.UserID, "logout", func(q *gorm.DB) *gorm.DB { return q.Where("id IN ?", sids) }, true); err != nil {
 		return err
 	}
 	if err := s.denyToken(ctx, id); err != nil {
@@ -703,7 +731,7 @@ func (s *Service) Logout(ctx context.Context, id *httpx.Identity, refresh string
 
 // LogoutAll revokes every session of the caller, in every tenant.
 func (s *Service) LogoutAll(ctx context.Context, id *httpx.Identity) error {
-	ids, err := s.endSessions(ctx, id.UserID, "logout_all", nil)
+	ids, err := s.endSessions(ctx, id.UserID, "logout_all", nil, false)
 	if err != nil {
 		return err
 	}
@@ -721,7 +749,7 @@ func (s *Service) RevokeSession(ctx context.Context, id *httpx.Identity, session
 	if _, err := uuid.Parse(sessionID); err != nil {
 		return ErrSessionMissing
 	}
-	ids, err := s.endSessions(ctx, id.UserID, "revoked_by_user", func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sessionID) })
+	ids, err := s.endSessions(ctx, id.UserID, "revoked_by_user", func(q *gorm.DB) *gorm.DB { return q.Where("id = ?", sessionID) }, true)
 	if err != nil {
 		return err
 	}
@@ -773,7 +801,7 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	if err := s.store.setPassword(ctx, u.ID, string(hash), s.now()); err != nil {
 		return err
 	}
-	ids, err := s.endSessions(ctx, u.ID, "password_changed", func(q *gorm.DB) *gorm.DB { return q.Where("id <> ?", id.SessionID) })
+	ids, err := s.endSessions(ctx, u.ID, "password_changed", func(q *gorm.DB) *gorm.DB { return q.Where("id <> ?", id.SessionID) }, false)
 	if err != nil {
 		return err
 	}
@@ -782,16 +810,38 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	return nil
 }
 
-// SwitchTenant opens a session in another tenant the caller belongs to.
-func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug string, client Client) (Pair, error) {
+// SwitchTenant opens a session in another tenant the caller belongs to,
+// in the family of the caller's session. It takes that session's current
+// refresh token too: an access token alone (a script's loot in cookie
+// mode) must not buy a refresh token, which lives for months.
+func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug, refresh string, client Client) (Pair, error) {
 	if slug == "" {
 		return Pair{}, fault.Field("tenant", "tenant is required")
+	}
+	hash, ok := parseRefreshToken(refresh)
+	if !ok {
+		return Pair{}, ErrInvalidRefresh
+	}
+	rt, origin, err := s.store.refreshToken(ctx, hash)
+	if isNotFound(err) {
+		return Pair{}, ErrInvalidRefresh
+	}
+	if err != nil {
+		return Pair{}, err
+	}
+	now := s.now()
+	if origin.ID != id.SessionID || rt.UsedAt != nil || origin.RevokedAt != nil ||
+		!now.Before(origin.ExpiresAt) || !now.Before(rt.ExpiresAt) {
+		return Pair{}, ErrInvalidRefresh
 	}
 	t, err := s.pickMembership(ctx, id.UserID, slug)
 	if err != nil {
 		return Pair{}, ErrNotMember
 	}
-	pair, sid, err := s.startSession(ctx, id.UserID, t, client)
+	pair, sid, err := s.startSession(ctx, id.UserID, t, client, sessionCause{origin: origin.ID}, origin.FamilyID)
+	if errors.Is(err, errSessionCauseGone) {
+		return Pair{}, ErrInvalidRefresh // revoked while this ran
+	}
 	if err != nil {
 		return Pair{}, err
 	}
@@ -900,7 +950,7 @@ func (s *Service) Users(ctx context.Context, ids []string) (map[string]UserInfo,
 // EndTenantSessions ends the user's sessions in one tenant, at once on
 // every instance: for a member suspended or removed.
 func (s *Service) EndTenantSessions(ctx context.Context, tenantID, userID, reason string) error {
-	_, err := s.endSessions(ctx, userID, reason, func(q *gorm.DB) *gorm.DB { return q.Where("tenant_id = ?", tenantID) })
+	_, err := s.endSessions(ctx, userID, reason, func(q *gorm.DB) *gorm.DB { return q.Where("tenant_id = ?", tenantID) }, false)
 	return err
 }
 

@@ -54,9 +54,27 @@ func (s store) setPassword(ctx context.Context, userID, hash string, now time.Ti
 		Updates(map[string]any{"password_hash": hash, "updated_at": now}).Error)
 }
 
-// createSession starts a session with its first refresh token.
-func (s store) createSession(ctx context.Context, sess Session, rt RefreshToken) error {
+// createSession starts a session with its first refresh token, if what
+// let it start still holds inside its transaction (see sessionCause).
+func (s store) createSession(ctx context.Context, sess Session, rt RefreshToken, cause sessionCause) error {
 	return s.db.InTx(ctx, func(ctx context.Context) error {
+		// A conditional write, not a read: on PostgreSQL it waits for a
+		// password change or revocation holding the row and then sees its
+		// result; SQLite runs one write transaction at a time.
+		var res *gorm.DB
+		if cause.origin != "" {
+			res = s.conn(ctx).Model(&Session{}).Where("id = ? AND revoked_at IS NULL", cause.origin).
+				Update("last_used_at", sess.CreatedAt)
+		} else {
+			res = s.conn(ctx).Model(&User{}).Where("id = ? AND password_hash = ?", sess.UserID, cause.passwordHash).
+				Update("updated_at", gorm.Expr("updated_at"))
+		}
+		if res.Error != nil {
+			return db.Translate(res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return errSessionCauseGone
+		}
 		if err := s.conn(ctx).Create(&sess).Error; err != nil {
 			return db.Translate(err)
 		}
@@ -139,12 +157,28 @@ func (s store) addRefreshToken(ctx context.Context, rt RefreshToken, now time.Ti
 	})
 }
 
+// errSessionCauseGone: a new session's cause no longer holds.
+var errSessionCauseGone = errors.New("auth: what the session rested on changed while it was opened")
+
+// sessionCause is what a new session rests on, checked again as it is
+// written: the password hash a login compared against, or the live session
+// a switch-tenant came from. A password change or a revocation that
+// commits while the login or switch is under way then refuses it, instead
+// of missing the session it was about to write.
+type sessionCause struct {
+	passwordHash string
+	origin       string
+}
+
 // unrevokedSessions lists the user's sessions not yet revoked that where
-// selects (nil: all).
-func (s store) unrevokedSessions(ctx context.Context, userID string, where func(*gorm.DB) *gorm.DB) ([]string, error) {
+// selects (nil: all); with families, every session of their families too.
+func (s store) unrevokedSessions(ctx context.Context, userID string, where func(*gorm.DB) *gorm.DB, families bool) ([]string, error) {
 	var ids []string
 	q := s.conn(ctx).Model(&Session{}).Where("user_id = ? AND revoked_at IS NULL", userID)
-	if where != nil {
+	if where != nil && families {
+		// Revoked members too: a family lives on in its other sessions.
+		q = q.Where("family_id IN (?)", where(s.conn(ctx).Model(&Session{}).Select("family_id").Where("user_id = ?", userID)))
+	} else if where != nil {
 		q = where(q)
 	}
 	return ids, db.Translate(q.Pluck("id", &ids).Error)
