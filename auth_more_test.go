@@ -15,7 +15,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 
 	"gatehouse/modules/auth"
@@ -446,6 +448,60 @@ func TestSessionsOpenedDuringAPasswordChangeEnd(t *testing.T) {
 			close(release)
 		})
 	}
+}
+
+// After auth.bcrypt_cost is raised, an account hashed at the old cost is
+// hashed again at its next sign-in; until then a wrong password for it is
+// refused no sooner than an unknown email, which would otherwise tell that
+// the account exists (the check is padded to a check at the new cost).
+func TestBcryptCostRaised(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[0])
+	const pw = "correct horse battery"
+	before := startApp(t, cfg) // config.MinBcryptCost
+	before.register(t, "frank@example.com", pw, "")
+	before.register(t, "grace@example.com", pw, "")
+	cfg.Auth.BcryptCost = config.MinBcryptCost + 2 // four times the work
+	app := startApp(t, cfg)
+	n := 0
+	fastest := func(email string) time.Duration {
+		best := time.Hour
+		for range 3 {
+			try := email
+			if try == "" { // a new unknown email each time
+				n++
+				try = "nobody" + strconv.Itoa(n) + "@example.com"
+			}
+			start := time.Now()
+			wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
+				body: auth.LoginRequest{Email: try, Password: "wrong password guess"}}), 401, "invalid_credentials")
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	unknown := fastest("")
+	if known := fastest("frank@example.com"); known*2 < unknown {
+		t.Errorf("a wrong password for an account hashed at the old cost is refused in %v, an unknown email in %v", known, unknown)
+	}
+	cost := func(email string) int {
+		var hash string
+		if err := app.db.Conn(context.Background()).Raw("SELECT password_hash FROM users WHERE email = ?", email).Row().Scan(&hash); err != nil {
+			t.Fatal(err)
+		}
+		c, err := bcrypt.Cost([]byte(hash))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	app.login(t, "grace@example.com", pw, "")
+	if got := cost("grace@example.com"); got != cfg.Auth.BcryptCost {
+		t.Errorf("after a sign-in the hash's cost is %d, want %d", got, cfg.Auth.BcryptCost)
+	}
+	if got := cost("frank@example.com"); got != config.MinBcryptCost {
+		t.Errorf("a failed sign-in changed the hash: cost %d", got)
+	}
+	app.login(t, "grace@example.com", pw, "") // the new hash checks
 }
 
 // RFC 7662 introspection, for a configured service client only.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -171,6 +172,9 @@ type hasher struct {
 	procs    *helpers
 	log      *slog.Logger
 	fellBack sync.Once
+	// typical is how long a compare at cost takes here, in nanoseconds: a
+	// moving average that pads compares against cheaper hashes.
+	typical atomic.Int64
 }
 
 // dummyHash is made once, on a worker like any bcrypt work, in the
@@ -191,10 +195,43 @@ func (h *hasher) warm() { go h.dummyHash() }
 
 // compare reports whether password matches hash. A nil hash compares
 // against the dummy, to cost the same time; callers ignore that answer.
+//
+// A hash made at a lower cost (before auth.bcrypt_cost was raised; Login
+// rehashes it at the next sign-in) is quicker to check than the dummy, and
+// an answer that came sooner would tell that the email has an account: so
+// such a compare is padded to the time one at the configured cost takes.
 func (h *hasher) compare(ctx context.Context, hash []byte, password string) (bool, error) {
 	if hash == nil {
 		hash = h.dummyHash()
 	}
+	start := time.Now()
+	ok, err := h.compareAt(ctx, hash, password)
+	if err != nil {
+		return false, err
+	}
+	took := int64(time.Since(start))
+	switch cost, _ := bcrypt.Cost(hash); {
+	case cost == h.cost:
+		if old := h.typical.Load(); old == 0 {
+			h.typical.Store(took)
+		} else {
+			h.typical.Store(old + (took-old)/8)
+		}
+	case cost < h.cost:
+		if wait := time.Duration(h.typical.Load() - took); wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
+	}
+	return ok, nil
+}
+
+func (h *hasher) compareAt(ctx context.Context, hash []byte, password string) (bool, error) {
 	if h.procs != nil {
 		status, _, err := h.procs.do(ctx, 'C', 0, hash, []byte(password))
 		if err == nil || ctx.Err() != nil {

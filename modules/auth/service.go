@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 
 	"gatehouse/platform/audit"
@@ -245,6 +246,21 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 		s.record(ctx, audit.Event{Action: "auth.login", Outcome: audit.Failure, TenantID: t.ID, Actor: audit.User(u.ID),
 			Metadata: map[string]any{"reason": "password_login_disabled"}})
 		return Pair{}, ErrMethodNotAllowed
+	}
+	if cost, _ := bcrypt.Cost([]byte(u.PasswordHash)); cost != s.cfg.BcryptCost {
+		// Made at another auth.bcrypt_cost: hashed again at this one, so
+		// that its checks take what the others' (and the dummy's) take.
+		// Only where the hash is still the one just checked, or this would
+		// undo a password change made meanwhile.
+		hash, err := s.hasher.hash(ctx, password)
+		if err != nil {
+			return Pair{}, err
+		}
+		if ok, err := s.store.rehash(ctx, u.ID, u.PasswordHash, string(hash), s.now()); err != nil {
+			return Pair{}, err
+		} else if ok {
+			u.PasswordHash = string(hash)
+		}
 	}
 	pair, sid, err := s.startSession(ctx, u.ID, t, client, sessionCause{passwordHash: u.PasswordHash}, "")
 	if errors.Is(err, errSessionCauseGone) {

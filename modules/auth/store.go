@@ -54,6 +54,14 @@ func (s store) setPassword(ctx context.Context, userID, hash string, now time.Ti
 		Updates(map[string]any{"password_hash": hash, "updated_at": now}).Error)
 }
 
+// rehash replaces the user's password hash by one of the same password,
+// if it is still old; it reports whether it did.
+func (s store) rehash(ctx context.Context, userID, old, hash string, now time.Time) (bool, error) {
+	res := s.conn(ctx).Model(&User{}).Where("id = ? AND password_hash = ?", userID, old).
+		Updates(map[string]any{"password_hash": hash, "updated_at": now})
+	return res.RowsAffected == 1, db.Translate(res.Error)
+}
+
 // createSession starts a session with its first refresh token, if what
 // let it start still holds inside its transaction (see sessionCause).
 func (s store) createSession(ctx context.Context, sess Session, rt RefreshToken, cause sessionCause) error {
