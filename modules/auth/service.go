@@ -232,6 +232,11 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	t, err := s.pickMembership(ctx, u.ID, tenantSlug)
 	if err != nil {
 		if errors.Is(err, ErrTenantRequired) {
+			// The password was right: a user who forgets to name a
+			// tenant must not lock the account.
+			if err := s.resetAttempts(ctx, email); err != nil {
+				return Pair{}, err
+			}
 			return Pair{}, err
 		}
 		// Not a member there: the same answer as a wrong password, so
