@@ -23,6 +23,11 @@ var (
 	ErrNotGranted = fault.New(fault.NotFound, "not_found", "the role or member does not have this")
 	// ErrRoleExists: the tenant already has a role of that name.
 	ErrRoleExists = fault.New(fault.Conflict, "role_exists", "a role with this name already exists")
+	// ErrRoleInUse: the role is its tenant's default role, which every
+	// newcomer gets; deleting it would make every registration and member
+	// addition fail, and let whoever recreates the name choose what
+	// newcomers get, which is settings:manage's to decide.
+	ErrRoleInUse = fault.New(fault.Conflict, "role_in_use", "this role is the tenant's default role: make another role the default first")
 	// ErrRoleLimit: the tenant has as many custom roles as allowed.
 	ErrRoleLimit = fault.New(fault.Conflict, "role_limit", "the tenant has the most custom roles allowed: delete one first")
 	// ErrUnknownPermission: not in the catalogue, nor a wildcard of a

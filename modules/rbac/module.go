@@ -108,8 +108,9 @@ func (m *Module) Routes() []httpx.Route {
 			Auth:        httpx.Permission("roles:manage"), Audit: "rbac.role_update", In: UpdateRoleRequest{}, Out: RoleResponse{},
 			Handle: m.updateRole},
 		{Method: http.MethodDelete, Path: "/v1/roles/{id}", Summary: "Delete a custom role, taking it from its members", Tags: tags,
-			Description: "System roles answer 403 system_role; the caller must hold every permission of the role.",
-			Auth:        httpx.Permission("roles:manage"), Audit: "rbac.role_delete", Status: http.StatusNoContent, Handle: m.deleteRole},
+			Description: "System roles answer 403 system_role; the caller must hold every permission of the role. " +
+				"The tenant's default role answers 409 role_in_use: make another role the default first.",
+			Auth: httpx.Permission("roles:manage"), Audit: "rbac.role_delete", Status: http.StatusNoContent, Handle: m.deleteRole},
 		{Method: http.MethodPost, Path: "/v1/roles/{id}/permissions", Summary: "Grant permissions to a custom role", Tags: tags,
 			Description: "The rules of role creation apply to each permission.",
 			Auth:        httpx.Permission("roles:manage"), Audit: "rbac.permission_grant", In: GrantRequest{}, Out: RoleResponse{},

@@ -342,7 +342,14 @@ func (s *Service) UpdateRole(ctx context.Context, id *httpx.Identity, roleID, de
 
 // DeleteRole deletes one of the tenant's custom roles, taking it from every
 // member that had it. The caller must hold every permission of the role,
-// since deleting it revokes them from its members.
+// since deleting it revokes them from its members. The tenant's default
+// role gives ErrRoleInUse: which role newcomers get is for settings:manage
+// to change, not for a roles:manage that deletes it (and then every
+// registration fails) or recreates its name. A role's name never changes
+// (UpdateRole changes only the description), so the check is by name. It
+// is made in the delete's transaction, which locks the tenant's row on
+// PostgreSQL: a settings update making the role the default either
+// committed first, and is seen, or waits and then finds the role gone.
 func (s *Service) DeleteRole(ctx context.Context, id *httpx.Identity, roleID string) error {
 	r, err := s.customRole(ctx, id, "rbac.role_delete", roleID)
 	if err != nil {
@@ -351,7 +358,20 @@ func (s *Service) DeleteRole(ctx context.Context, id *httpx.Identity, roleID str
 	if err := s.checkHolds(ctx, id, "rbac.role_delete", r.ID, r.Permissions); err != nil {
 		return err
 	}
-	if err := s.st.deleteRole(ctx, id.TenantID, r.ID); err != nil {
+	err = s.db.InTx(ctx, func(ctx context.Context) error {
+		def, err := s.st.defaultRole(ctx, id.TenantID)
+		if err != nil {
+			return err
+		}
+		if def == r.Name {
+			return fmt.Errorf("role %s of tenant %s: %w", r.Name, id.TenantID, ErrRoleInUse)
+		}
+		return s.st.deleteRole(ctx, id.TenantID, r.ID)
+	})
+	if errors.Is(err, ErrRoleInUse) {
+		s.refused(ctx, id, "rbac.role_delete", r.ID, "default_role")
+	}
+	if err != nil {
 		return err
 	}
 	s.record(ctx, s.event(id, "rbac.role_delete", r.ID, roleState(r), nil))

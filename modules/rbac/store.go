@@ -184,6 +184,27 @@ func (s store) deleteRole(ctx context.Context, tenantID, id string) error {
 	return nil
 }
 
+// defaultRole returns the name of the tenant's default role, which every
+// newcomer gets ("" for no such tenant). On PostgreSQL, inside a
+// transaction, it locks the tenant's row until the transaction ends, so a
+// settings update making a role the default (which updates that row, then
+// checks the role exists) and a delete of that role are serialised;
+// SQLite's transactions take the write lock at BEGIN already.
+func (s store) defaultRole(ctx context.Context, tenantID string) (string, error) {
+	q := `SELECT default_role FROM tenants WHERE id = ?`
+	if s.db.Dialect() == db.Postgres {
+		q += " FOR UPDATE"
+	}
+	var out []string
+	if err := s.conn(ctx).Raw(q, tenantID).Scan(&out).Error; err != nil {
+		return "", db.Translate(err)
+	}
+	if len(out) == 0 {
+		return "", nil
+	}
+	return out[0], nil
+}
+
 // addPermissions grants perms to a role, skipping those it has, and reports
 // how many were new.
 func (s store) addPermissions(ctx context.Context, roleID string, perms []string, now time.Time) (int64, error) {

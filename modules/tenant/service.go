@@ -267,16 +267,20 @@ func (s *Service) UpdateSettings(ctx context.Context, actor, id string, defaultR
 	}
 	id = before.ID // as stored: the checks below compare it as a string
 	fields := map[string]any{}
+	// Every newcomer gets the default role: whoever sets it must be able
+	// to give it, and it must name a role of the tenant.
+	checkRole := func(ctx context.Context) error {
+		err := s.roles.CheckRoleGrantable(ctx, id, actor, *defaultRole, "tenant.settings_update")
+		if fe, ok := fault.As(err); ok && fe.Kind == fault.NotFound {
+			return fault.Field("default_role", "default_role must name a role of the tenant")
+		}
+		return err
+	}
 	if defaultRole != nil {
 		if *defaultRole == "" || len(*defaultRole) > 64 {
 			return Tenant{}, fault.Field("default_role", "default_role must name a tenant role")
 		}
-		// Every newcomer gets it: whoever sets it must be able to give it.
-		err := s.roles.CheckRoleGrantable(ctx, id, actor, *defaultRole, "tenant.settings_update")
-		if fe, ok := fault.As(err); ok && fe.Kind == fault.NotFound {
-			return Tenant{}, fault.Field("default_role", "default_role must name a role of the tenant")
-		}
-		if err != nil {
+		if err := checkRole(ctx); err != nil {
 			return Tenant{}, err
 		}
 		fields["default_role"] = *defaultRole
@@ -297,7 +301,21 @@ func (s *Service) UpdateSettings(ctx context.Context, actor, id string, defaultR
 		fields["login_methods"] = strings.Join(methods, " ")
 	}
 	if len(fields) > 0 {
-		if err := s.store.update(ctx, id, fields); err != nil {
+		err := s.store.db.InTx(ctx, func(ctx context.Context) error {
+			if err := s.store.update(ctx, id, fields); err != nil {
+				return err
+			}
+			if defaultRole == nil {
+				return nil
+			}
+			// Again, now that the update holds the tenant's row (on
+			// SQLite, the write lock): rbac's DeleteRole locks that row
+			// to refuse deleting the default role, so a delete of this
+			// role has committed, and is seen here, or waits for this
+			// transaction and then sees the new default.
+			return checkRole(ctx)
+		})
+		if err != nil {
 			return Tenant{}, err
 		}
 	}
