@@ -403,10 +403,12 @@ func TestDenialsOutlastSkewedClocks(t *testing.T) {
 		}
 		return d
 	}
-	// want is taken before got is read; PTTL rounds to the millisecond.
+	// want is taken before got is read; PTTL rounds to the millisecond,
+	// and a VM's wall clock, by which Redis expires keys, may be stepped
+	// back a few milliseconds meanwhile (seen once, by 31 ms).
 	within := func(what string, want, got time.Duration) {
 		t.Helper()
-		if got > want+time.Millisecond || got < want-5*time.Second {
+		if got > want+time.Second || got < want-5*time.Second {
 			t.Errorf("%s lives %s, want %s", what, got, want)
 		}
 	}
