@@ -114,6 +114,9 @@ func (m *Module) Routes() []httpx.Route {
 			Auth: httpx.Authenticated, Audit: "auth.password_change", In: PasswordRequest{}, Status: http.StatusNoContent,
 			Handle: m.changePassword},
 		{Method: http.MethodPost, Path: "/v1/auth/switch-tenant", Summary: "A token pair for another of the caller's tenants", Tags: tags,
+			Description: "refresh_token is the current refresh token of the caller's session (in cookie mode, send the cookie and " +
+				"X-CSRF-Token instead; the answer then stays in cookie mode): 401 invalid_refresh_token otherwise. The new " +
+				"session belongs to the same sign-in: logout, a refresh token's reuse and a session's revocation end them all.",
 			Auth: httpx.Authenticated, Audit: "auth.switch_tenant", In: SwitchTenantRequest{}, Out: Pair{}, Handle: m.switchTenant},
 		{Method: http.MethodPost, Path: "/v1/oauth/introspect", Summary: "RFC 7662 token introspection for services", Tags: []string{"oauth"},
 			Description: "HTTP Basic with a client from auth.introspect_clients; form body token=…. " +
