@@ -167,6 +167,14 @@ func testContract(t *testing.T, dialect string, newConfig func(t *testing.T) db.
 		if err := d.Scoped(t1).Table("notes").Or("id = ?", 3).Select("body").Row().Scan(&body); !errors.Is(db.Translate(err), fault.ErrNotFound) {
 			t.Errorf("t1 reading by a lone Or: %v %q, want not found", err, body)
 		}
+		ids = nil
+		if err := d.Scoped(t1).Table("notes").Or("id = ? OR id = ?", 1, 3).Order("id").Pluck("id", &ids).Error; err != nil || fmt.Sprint(ids) != "[1]" {
+			t.Errorf("t1 reading by a lone Or of two ids: %v %v, want [1]", err, ids)
+		}
+		ids = nil
+		if err := d.Scoped(t1).Table("notes").Where("id = 3 OR id = 1").Not("id = ?", 2).Order("id").Pluck("id", &ids).Error; err != nil || fmt.Sprint(ids) != "[1]" {
+			t.Errorf("t1 reading by an OR in the SQL and a Not: %v %v, want [1]", err, ids)
+		}
 		if res := d.Scoped(t1).Table("notes").Where("id = ?", 1).Or("id = ?", 3).Update("body", "stolen"); res.Error != nil || res.RowsAffected != 1 {
 			t.Errorf("t1 updating note 1 or note 3: %v rows %d, want 1", res.Error, res.RowsAffected)
 		}

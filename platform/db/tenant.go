@@ -37,7 +37,10 @@ func TenantOf(ctx context.Context) (string, bool) {
 // all the others: tenant_id = ? AND (a OR b), never tenant_id = ? AND a
 // OR b, which a Where added here would make of a later Or, reaching every
 // tenant's b. Raw and Exec carry their own SQL, which nothing can confine:
-// on a scoped handle they fail with ErrRawScoped.
+// on a scoped handle they fail with ErrRawScoped. The scope also reaches a
+// Preload's query, which then needs tenant_id too, and a Joins must not
+// make tenant_id ambiguous (it fails if it does); Save of a new row goes
+// as an insert, which Creates' rule covers.
 func (d *DB) Scoped(ctx context.Context) *gorm.DB {
 	g := d.Conn(ctx)
 	id, ok := TenantOf(ctx)
@@ -86,18 +89,23 @@ func confine(g *gorm.DB) {
 	exprs := []clause.Expression{tenant}
 	if c, ok := g.Statement.Clauses["WHERE"]; ok {
 		if w, ok := c.Expression.(clause.Where); ok && len(w.Exprs) > 0 {
-			// A group of several is put in parentheses when built; one
-			// alone is, by the outer list, if its SQL holds AND or OR.
-			// A lone Or is grouped too, or it would be joined by OR.
-			group := w.Exprs[0]
-			if _, or := group.(clause.OrConditions); or || len(w.Exprs) > 1 {
-				group = clause.AndConditions{Exprs: w.Exprs}
-			}
-			exprs = append(exprs, group)
+			exprs = append(exprs, group{w})
 		}
 	}
 	delete(g.Statement.Clauses, "WHERE")
 	g.Statement.AddClause(clause.Where{Exprs: exprs})
+}
+
+// group is the other conditions as they were, always in parentheses:
+// gorm adds its own only where it sees AND or OR in a condition's SQL, and
+// not around a lone Or ("id = 1 OR id = 3" would join the tenant's
+// condition by AND to its first half only).
+type group struct{ w clause.Where }
+
+func (g group) Build(b clause.Builder) {
+	b.WriteByte('(')
+	g.w.Build(b)
+	b.WriteByte(')')
 }
 
 func refuseRaw(g *gorm.DB) {
