@@ -507,6 +507,38 @@ func TestBcryptCostRaised(t *testing.T) {
 	app.login(t, "grace@example.com", pw, "") // the new hash checks
 }
 
+// Two sign-ins of one account overlapping after a cost raise both check
+// the old hash; the first makes the new one, and the second, finding the
+// hash changed, checks the new one and goes on: a right password is never
+// refused, nor counted toward the lockout.
+func TestOverlappingSignInsAfterACostRaise(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, backends[0])
+	const pw = "correct horse battery"
+	startApp(t, cfg).register(t, "henry@example.com", pw, "")
+	cfg.Auth.BcryptCost = config.MinBcryptCost + 1
+	app := startApp(t, cfg)
+	var armed atomic.Bool
+	held, release := make(chan struct{}), make(chan struct{})
+	if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold", func(tx *gorm.DB) {
+		if tx.Statement.Table == "memberships" && armed.CompareAndSwap(true, false) {
+			held <- struct{}{}
+			<-release
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	done := make(chan *httpRecorder)
+	go func() {
+		done <- app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: "henry@example.com", Password: pw}})
+	}()
+	<-held                                    // the first sign-in has checked the old hash
+	app.login(t, "henry@example.com", pw, "") // the second rehashes it
+	close(release)
+	wantStatus(t, <-done, 200, "")
+}
+
 // RFC 7662 introspection, for a configured service client only.
 func TestIntrospect(t *testing.T) {
 	t.Parallel()

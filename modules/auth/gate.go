@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -172,9 +171,6 @@ type hasher struct {
 	procs    *helpers
 	log      *slog.Logger
 	fellBack sync.Once
-	// typical is how long a compare at cost takes here, in nanoseconds: a
-	// moving average that pads compares against cheaper hashes.
-	typical atomic.Int64
 }
 
 // dummyHash is made once, on a worker like any bcrypt work, in the
@@ -199,7 +195,10 @@ func (h *hasher) warm() { go h.dummyHash() }
 // A hash made at a lower cost (before auth.bcrypt_cost was raised; Login
 // rehashes it at the next sign-in) is quicker to check than the dummy, and
 // an answer that came sooner would tell that the email has an account: so
-// such a compare is padded to the time one at the configured cost takes.
+// such a compare is padded to the time one at the configured cost would
+// have taken, from its own: bcrypt's work doubles with each step of cost.
+// Measured on the request itself, the padding follows the machine's load
+// as the dummy's time does, and no earlier burst can inflate it.
 func (h *hasher) compare(ctx context.Context, hash []byte, password string) (bool, error) {
 	if hash == nil {
 		hash = h.dummyHash()
@@ -209,16 +208,9 @@ func (h *hasher) compare(ctx context.Context, hash []byte, password string) (boo
 	if err != nil {
 		return false, err
 	}
-	took := int64(time.Since(start))
-	switch cost, _ := bcrypt.Cost(hash); {
-	case cost == h.cost:
-		if old := h.typical.Load(); old == 0 {
-			h.typical.Store(took)
-		} else {
-			h.typical.Store(old + (took-old)/8)
-		}
-	case cost < h.cost:
-		if wait := time.Duration(h.typical.Load() - took); wait > 0 {
+	if cost, _ := bcrypt.Cost(hash); cost < h.cost {
+		took := time.Since(start)
+		if wait := min(took<<(h.cost-cost)-took, maxPadding); wait > 0 {
 			t := time.NewTimer(wait)
 			defer t.Stop()
 			select {
@@ -230,6 +222,10 @@ func (h *hasher) compare(ctx context.Context, hash []byte, password string) (boo
 	}
 	return ok, nil
 }
+
+// maxPadding bounds compare's padding: a check of a much cheaper hash,
+// queued behind others, would otherwise scale its wait in the queue too.
+const maxPadding = 5 * time.Second
 
 func (h *hasher) compareAt(ctx context.Context, hash []byte, password string) (bool, error) {
 	if h.procs != nil {

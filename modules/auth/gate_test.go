@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // The gate never lets more than its size run at once, runs everything
@@ -158,5 +160,40 @@ func TestGateRaisesProcsWhileRunning(t *testing.T) {
 	}
 	if during != 4 || runtime.GOMAXPROCS(0) != 4 {
 		t.Errorf("GOMAXPROCS 4 was changed: %d during, %d after", during, runtime.GOMAXPROCS(0))
+	}
+}
+
+// A compare against a hash of a lower cost (before auth.bcrypt_cost was
+// raised) takes what one at the configured cost takes, padded from its own
+// time; a burst of logins before must not leave the padding inflated, or
+// such an account would answer slower than an unknown email instead.
+func TestPaddingAfterABurst(t *testing.T) {
+	h := &hasher{gate: newGate(1), cost: 10}
+	ctx := context.Background()
+	old, err := bcrypt.GenerateFromPassword([]byte("correct horse battery"), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.dummyHash()
+	var wg sync.WaitGroup
+	for range 8 { // a burst of unknown emails, queued behind one worker
+		wg.Add(1)
+		go func() { defer wg.Done(); _, _ = h.compare(ctx, nil, "guess") }()
+	}
+	wg.Wait()
+	fastest := func(hash []byte) time.Duration {
+		best := time.Hour
+		for range 3 {
+			start := time.Now()
+			if _, err := h.compare(ctx, hash, "wrong password guess"); err != nil {
+				t.Fatal(err)
+			}
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	known, unknown := fastest(old), fastest(nil)
+	if known > 2*unknown || 2*known < unknown {
+		t.Errorf("idle again: a wrong password for an account hashed at cost 8 takes %v, an unknown email %v", known, unknown)
 	}
 }

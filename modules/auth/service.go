@@ -265,6 +265,14 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 			return Pair{}, err
 		} else if ok {
 			u.PasswordHash = string(hash)
+		} else if cur, err := s.store.userByID(ctx, u.ID); err != nil {
+			return Pair{}, err
+		} else if same, err := s.hasher.compare(ctx, []byte(cur.PasswordHash), password); err != nil {
+			return Pair{}, err
+		} else if same {
+			// Another sign-in rehashed it first; a password change
+			// would not match, and the session is then refused.
+			u.PasswordHash = cur.PasswordHash
 		}
 	}
 	pair, sid, err := s.startSession(ctx, u.ID, t, client, sessionCause{passwordHash: u.PasswordHash}, "")
