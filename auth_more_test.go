@@ -652,8 +652,14 @@ func TestCookieMode(t *testing.T) {
 		body: auth.LoginRequest{Email: "mallory@example.com", Password: "correct horse battery", UseCookie: true}})
 	wantStatus(t, rec, 200, "")
 	planted := (&http.Response{Header: rec.Header()}).Cookies()[0]
+	// Five planted: still none is taken for the user's, nor hides it.
+	cookies = []*http.Cookie{planted}
+	for _, v := range []string{"a", "b", "c", "d"} {
+		cookies = append(cookies, &http.Cookie{Name: "gatehouse_refresh", Value: v})
+	}
+	cookies = append(cookies, refresh)
 	viaCookie := func(header string) *httpRecorder {
-		r := req{method: "POST", path: "/v1/auth/refresh", body: "{}", cookies: []*http.Cookie{planted, refresh},
+		r := req{method: "POST", path: "/v1/auth/refresh", body: "{}", cookies: cookies,
 			header: map[string]string{"Content-Type": "application/json"}}
 		if header != "" {
 			r.header["X-CSRF-Token"] = header

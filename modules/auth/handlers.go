@@ -175,7 +175,9 @@ func (m *Module) refreshToken(c echo.Context, body string) (string, bool, error)
 		return body, false, nil
 	}
 	header := c.Request().Header.Get(csrfHeader)
-	cookies := refreshCookies(c)
+	// Every one: any number may have been planted ahead of the user's. One
+	// hash each, bounded by the server's header limit.
+	cookies := refreshCookies(c, -1)
 	if len(cookies) == 0 {
 		return "", false, fault.Field("refresh_token", "refresh_token is required")
 	}
@@ -187,14 +189,14 @@ func (m *Module) refreshToken(c echo.Context, body string) (string, bool, error)
 	return "", false, ErrCSRF
 }
 
-// refreshCookies returns the values of the request's first few
-// gatehouse_refresh cookies: a browser sends its own and any planted
-// beside it, and a client may send thousands.
-func refreshCookies(c echo.Context) []string {
+// refreshCookies returns the values of the request's gatehouse_refresh
+// cookies, at most max of them (-1: all): a browser sends its own and any
+// planted beside it.
+func refreshCookies(c echo.Context, max int) []string {
 	var out []string
 	for _, ck := range c.Request().Cookies() {
 		if ck.Name == refreshCookie && ck.Value != "" {
-			if out = append(out, ck.Value); len(out) == 4 {
+			if out = append(out, ck.Value); len(out) == max {
 				break
 			}
 		}
@@ -250,7 +252,9 @@ func (m *Module) logout(c echo.Context) error {
 	// The bearer's session, and the refresh token's: in cookie mode, after
 	// a switch-tenant that did not move the cookie, that is another one.
 	// The bearer stands for the user here, so no CSRF token is needed.
-	refresh := refreshCookies(c)
+	// A few: each costs a database read, and a planted one that hides the
+	// user's is of the same sign-in's family only if it is the user's.
+	refresh := refreshCookies(c, 8)
 	if req.RefreshToken != "" {
 		refresh = []string{req.RefreshToken}
 	}
