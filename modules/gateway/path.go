@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // safePath reports whether a request path may be forwarded. It refuses
@@ -12,8 +14,19 @@ import (
 // is meant, so a path cannot leave its route's prefix or slip past a more
 // specific route:
 //
-//   - a dot segment ("." or ".."), encoded or not: an upstream that
-//     resolves it would serve a path outside the prefix;
+//   - a segment that ends in a dot, encoded or not: "." and ".." are dot
+//     segments, which an upstream that resolves them would take outside
+//     the prefix, and IIS and Windows drop the trailing dots of others,
+//     so "/api/admin./users" would reach the route of "/api" while the
+//     upstream reads "/api/admin/users";
+//   - a segment that begins or ends with a space, encoded or not, for the
+//     same reason: Windows drops trailing spaces, and Spring trims its
+//     path segments;
+//   - a white space, control or format character beyond ASCII (a
+//     no-break space, U+200B zero-width space): stacks that trim or strip
+//     Unicode white space or invisible characters would read
+//     "/api/admin\u00a0/users" as "/api/admin/users". A space inside a
+//     segment ("my%20file") is allowed;
 //   - an encoded slash or backslash, or a backslash: some servers split
 //     on them, some do not;
 //   - an empty segment ("//"): some servers merge them;
@@ -43,20 +56,20 @@ func safePath(u *url.URL) bool {
 			if _, ok := unhex(p[i+1], p[i+2]); ok {
 				return false
 			}
-		case c == '/' && p[i-1] == '/':
-			return false
-		case c == '.':
-			// A segment of one or two dots: its start is a slash, its
-			// end a slash or the end.
-			j := i
-			for j < len(p) && p[j] == '.' {
-				j++
-			}
-			if p[i-1] == '/' && j-i <= 2 && (j == len(p) || p[j] == '/') {
+		case c == '/' && (p[i-1] == '/' || p[i-1] == '.' || p[i-1] == ' '):
+			return false // an empty segment, or one that ends in a dot or a space
+		case c == ' ' && p[i-1] == '/':
+			return false // a segment that begins with a space
+		case c >= utf8.RuneSelf:
+			r, n := utf8.DecodeRuneInString(p[i:])
+			if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 				return false
 			}
-			i = j - 1
+			i += n - 1
 		}
+	}
+	if c := p[len(p)-1]; c == '.' || c == ' ' {
+		return false // the last segment, as those before a slash above
 	}
 	// The decoded path cannot show what was encoded; the raw one can. Go
 	// keeps RawPath only when it differs from the default encoding.
@@ -67,6 +80,23 @@ func safePath(u *url.URL) bool {
 		}
 		c, ok := unhex(raw[i+1], raw[i+2])
 		if !ok || c == '/' || c == '\\' || unreserved(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// safeQuery reports whether a raw query may be forwarded: it holds no
+// space, control or byte beyond ASCII. The query goes upstream as sent,
+// into an HTTP/1.1 request line, and an HTTP/2 client can send raw spaces
+// in it ("?a HTTP/1.0 /api/admin HTTP/1.1"), which would change the line's
+// meaning; some parsers read bytes beyond ASCII as line ends or spaces.
+// Browsers encode all of these. They leave {|}^`\ unencoded, which
+// HTTP/1.1 servers accept, so those pass, as do "<> (harmless to the
+// line).
+func safeQuery(q string) bool {
+	for i := 0; i < len(q); i++ {
+		if c := q[i]; c <= ' ' || c >= 0x7f {
 			return false
 		}
 	}

@@ -55,6 +55,7 @@ type exchange struct {
 	// client's path had no unusual escaping.
 	path, rawPath string
 	ctx           context.Context // the exchange's context; its cause says why it ended
+	cancel        context.CancelCauseFunc
 	// timer is the route timeout until the response headers arrive, then
 	// the idle timeout, pushed back by every read of the body.
 	timer *time.Timer
@@ -67,6 +68,7 @@ type exchange struct {
 	err      error       // the current attempt's error, from the ReverseProxy
 	answered bool        // the upstream's response headers arrived
 	hint     http.Header // an informational response's headers (see Header)
+	hints    int         // informational responses from the upstream
 	hijacked bool        // the connection was taken over (an upgrade)
 	body     body
 }
@@ -77,7 +79,7 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 	if rt.cfg.Host != "" && !hostMatches(req.Host, rt.cfg.Host) {
 		return errNoRoute
 	}
-	if !safePath(req.URL) {
+	if !safePath(req.URL) || !safeQuery(req.URL.RawQuery) {
 		return ErrInvalidPath
 	}
 	for _, p := range rt.reserved {
@@ -122,7 +124,7 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 
 	ctx, cancel := context.WithCancelCause(context.WithValue(req.Context(), exchangeKey{}, ex))
 	defer cancel(nil)
-	ex.ctx = ctx
+	ex.ctx, ex.cancel = ctx, cancel
 	// One timer for the whole exchange, retries included: the route
 	// timeout until the response headers arrive, then the idle timeout,
 	// so a stream may run as long as it needs while it makes progress.
@@ -231,6 +233,9 @@ func (g *Gateway) failure(ex *exchange, in *http.Request) (retry bool, answer er
 		ex.up.release()
 		return false, errBadBody
 	}
+	if context.Cause(ex.ctx) == errInformational {
+		err = errInformational // http.Transport reports only that it was cancelled
+	}
 	timeout := errors.Is(err, errTimeout) || context.Cause(ex.ctx) == errTimeout || errors.Is(err, context.DeadlineExceeded)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -241,8 +246,10 @@ func (g *Gateway) failure(ex *exchange, in *http.Request) (retry bool, answer er
 		return false, ErrGatewayTimeout
 	}
 	// Only an upstream that never answered leaves the request unseen, so
-	// only then may one fit to retry go to another.
-	return !ex.answered, ErrBadGateway
+	// only then may one fit to retry go to another. One that flooded the
+	// client with informational responses has answered, and its
+	// exchange's context is spent.
+	return !ex.answered && err != errInformational, ErrBadGateway
 }
 
 // upstreamFailed records a failure of the current upstream and logs it:
@@ -371,10 +378,24 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		return errTimeout // it fired as the headers came
 	}
 	ex.answered = true
-	if res.StatusCode != http.StatusSwitchingProtocols { // a WebSocket's body is the connection itself
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// The ReverseProxy refuses a switch to another protocol than the
+		// one asked for, or when none was, but leaves the upstream
+		// connection open; refused here, it is closed. The request's
+		// Upgrade is the ReverseProxy's own: it drops the client's
+		// unless it upgrades.
+		asked, got := res.Request.Header.Get("Upgrade"), res.Header.Get("Upgrade")
+		if asked == "" || !strings.EqualFold(got, asked) {
+			return fmt.Errorf("upstream switched protocols to %q when %q was asked", got, asked)
+		}
+		// Written as the ReverseProxy checks them, so it cannot refuse
+		// the switch after this.
+		res.Header.Set("Connection", "Upgrade")
+		res.Header.Set("Upgrade", asked)
+	} else { // a WebSocket's body is the connection itself
 		ex.idle.Store(true)
 		ex.timer.Reset(ex.rt.cfg.IdleTimeout)
-		ex.upBody.rc, ex.upBody.ex = res.Body, ex
+		ex.upBody.rc, ex.upBody.ex, ex.upBody.res = res.Body, ex, res
 		res.Body = &ex.upBody
 	}
 	switch res.StatusCode {
@@ -384,14 +405,7 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	default:
 		ex.up.succeeded()
 	}
-	if sc := res.Header["Set-Cookie"]; len(sc) > 0 && len(g.cookies) > 0 {
-		kept := slices.DeleteFunc(slices.Clone(sc), g.ownCookie)
-		if len(kept) < len(sc) {
-			g.log.Warn("gateway: an upstream's Set-Cookie for a Gatehouse cookie was dropped",
-				"route", ex.rt.cfg.Name, "upstream", ex.up.name, "request_id", ex.reqID)
-			res.Header["Set-Cookie"] = kept
-		}
-	}
+	g.dropOwnCookies(ex, res.Header) // and from the trailers at the body's end: see idleBody
 	// An event stream is open-ended: the server's write timeout, meant for
 	// one response, would cut it off. Each of its writes gets the idle
 	// timeout instead (Write).
@@ -401,6 +415,21 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		delete(h, k)
 	}
 	return nil
+}
+
+// dropOwnCookies removes the Set-Cookie lines for Gatehouse's cookies
+// from an upstream's response headers or trailers, and logs it.
+func (g *Gateway) dropOwnCookies(ex *exchange, h http.Header) {
+	sc := h["Set-Cookie"]
+	if len(sc) == 0 || len(g.cookies) == 0 {
+		return
+	}
+	kept := slices.DeleteFunc(slices.Clone(sc), g.ownCookie)
+	if len(kept) < len(sc) {
+		g.log.Warn("gateway: an upstream's Set-Cookie for a Gatehouse cookie was dropped",
+			"route", ex.rt.cfg.Name, "upstream", ex.up.name, "request_id", ex.reqID)
+		h["Set-Cookie"] = kept
+	}
 }
 
 // ownCookie reports whether a Set-Cookie line sets one of Deps.Cookies,
@@ -454,6 +483,16 @@ func (ex *exchange) Write(p []byte) (int, error) {
 
 func (ex *exchange) WriteHeader(code int) {
 	if code >= 100 && code < 200 {
+		// The ReverseProxy forwards each informational response here, and
+		// http.Transport then reads any number, each with a header
+		// allowance of its own: past maxInformational the exchange ends,
+		// as the direct path ends it (the cancellation closes the
+		// connection). This runs on the transport's reader goroutine,
+		// under the ReverseProxy's lock, until RoundTrip returns.
+		if ex.hints++; ex.hints > maxInformational {
+			ex.cancel(errInformational)
+			return
+		}
 		// An HTTP/1.0 client would take it for the final response
 		// (RFC 9110, 15.2).
 		if !ex.c.Request().ProtoAtLeast(1, 1) {
@@ -499,16 +538,22 @@ func (ex *exchange) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // idleBody is a response body on its way to the client: each read that
-// brings bytes pushes the exchange's idle timeout back.
+// brings bytes pushes the exchange's idle timeout back. At its end the
+// trailers have arrived, and go through the Set-Cookie filter before the
+// ReverseProxy copies them.
 type idleBody struct {
-	rc io.ReadCloser
-	ex *exchange
+	rc  io.ReadCloser
+	ex  *exchange
+	res *http.Response
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if n > 0 {
 		b.ex.timer.Reset(b.ex.rt.cfg.IdleTimeout)
+	}
+	if err == io.EOF {
+		b.ex.g.dropOwnCookies(b.ex, b.res.Trailer)
 	}
 	return n, err
 }

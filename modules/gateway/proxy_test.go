@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -255,7 +258,7 @@ func TestPathSafety(t *testing.T) {
 		"/api/../admin", "/api/%2e%2e/admin", "/api/%2E%2E/admin", "/api/.%2E/x", "/api/%2e/x", "/api/./x",
 		"/api/x/..", "/api/x/.", "/api/x%2fy", "/api/x%2Fy", "/api/x%5cy", "/api/x%5Cy", `/api/x\y`, `/api/x\..\y`,
 		"/api//x", "/api/x//", "/api/%6Frders", "/api/x%41", "/api/x%00y", "/api/x%0d%0ay",
-		"/api/x;y", "/api/x;jsessionid=1/y", "/api/x%3By", "/api/x%3by", "/api/..;/admin",
+		"/api/x;y", "/api/x;jsessionid=1/y", "/api/x%20", "/api/x./y", "/api/%E2%80%8Bx", "/api/x%3By", "/api/x%3by", "/api/..;/admin",
 		"/api/%252e%252e/admin", "/api/x%252Fy", "/api/%25%32e%25%32e/admin", "/api/x%2541",
 	}
 	for _, p := range bad {
@@ -267,7 +270,7 @@ func TestPathSafety(t *testing.T) {
 	if n := up.hits.Load(); n != 0 {
 		t.Fatalf("the upstream got %d unsafe paths", n)
 	}
-	for _, p := range []string{"/api/x/", "/api/a..b/...", "/api/.well-known", "/api/x%20y", "/api/%E2%82%AC", "/api/100%25", "/api/%25zz", "/api/x%25"} {
+	for _, p := range []string{"/api/x/", "/api/a..b/...c", "/api/.well-known", "/api/x%20y", "/api/%E2%82%AC", "/api/100%25", "/api/%25zz", "/api/x%25"} {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 		if s := decodeSeen(t, res, body); s.RequestURI != p {
 			t.Errorf("%s arrived as %s", p, s.RequestURI)
@@ -299,6 +302,90 @@ func TestNestedRouteCase(t *testing.T) {
 		res, body := h.do(http.MethodGet, p, nil, nil)
 		if s := decodeSeen(t, res, body); s.RequestURI != p {
 			t.Errorf("%s arrived as %s", p, s.RequestURI)
+		}
+	}
+}
+
+// TestNestedRouteLookalikes shows a path naming a nested route's prefix
+// with a trailing dot or white space, or with an invisible character,
+// refused by the route above it: an upstream that trims such characters
+// (IIS and Windows drop trailing dots and spaces, Spring trims tokens)
+// would serve the nested route's resource under the outer route's auth.
+func TestNestedRouteLookalikes(t *testing.T) {
+	outer := newUpstream(t, echoHandler)
+	inner := newUpstream(t, echoHandler)
+	h := newHarness(t, []RouteConfig{testRoute("api", "/api", "public", outer.URL),
+		testRoute("admin", "/api/admin", "authenticated", inner.URL)}, nil)
+	for _, p := range []string{"/api/admin%20/users", "/api/admin./users", "/api/admin../users",
+		"/api/admin.%20/users", "/api/admin%C2%A0/users", "/api/admin%E2%80%8B/users", "/api/admin%20",
+		"/api/admin.", "/api/%20admin/users", "/api/ad%E2%80%8Bmin/users", "/api/admin%E3%80%80/users",
+		"/api/admin%C2%85/users", "/api/..."} {
+		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_path"`) {
+			t.Errorf("%s: %d %.90s, want 400 invalid_path", p, res.StatusCode, body)
+		}
+	}
+	if n := outer.hits.Load(); n != 0 {
+		t.Errorf("the public outer route's upstream got %d requests naming the authenticated /api/admin", n)
+	}
+	// A space inside a segment, dots inside or in front of one, and
+	// letters beyond ASCII are ordinary names.
+	for _, p := range []string{"/api/my%20file", "/api/a.b/.well-known", "/api/x...y", "/api/%C3%A9t%C3%A9"} {
+		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+		if s := decodeSeen(t, res, body); s.RequestURI != p {
+			t.Errorf("%s arrived as %s", p, s.RequestURI)
+		}
+	}
+}
+
+// TestH2QueryCannotBreakRequestLine shows a query with bytes an HTTP/1.1
+// request line cannot carry refused: an HTTP/2 client may put raw spaces
+// in its :path, which would reach the upstream's request line as sent. The
+// characters browsers leave unencoded in a query still pass. (Controls
+// never arrive: the HTTP/2 server resets such a stream, and the client
+// tries again without end.)
+func TestH2QueryCannotBreakRequestLine(t *testing.T) {
+	lines := make(chan string, 1)
+	upURL, _ := rawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
+		l, _ := br.ReadString('\n')
+		select {
+		case lines <- l:
+		default:
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	})
+	up := newUpstream(t, echoHandler)
+	h := newHarness(t, []RouteConfig{testRoute("api", "/api", "public", upURL),
+		testRoute("echo", "/echo", "public", up.URL)}, nil)
+	ts := httptest.NewUnstartedServer(h.srv.Config.Handler)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	for _, q := range []string{"a HTTP/1.0 /api/admin/y HTTP/1.1", "a=\x85", "a=\xc3\xa9"} {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/x", nil)
+		req.URL.RawQuery = q
+		res, err := ts.Client().Do(req)
+		if err != nil {
+			t.Fatalf("%q: %v", q, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.ProtoMajor != 2 {
+			t.Fatalf("%q: %s, want HTTP/2", q, res.Proto)
+		}
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_path"`) {
+			t.Errorf("%q: %d %.90s, want 400 invalid_path", q, res.StatusCode, body)
+		}
+	}
+	select {
+	case l := <-lines:
+		t.Fatalf("the upstream got the request line %q", l)
+	default:
+	}
+	for _, q := range []string{"f={a|b}&c=^`\\", "q=%20%22"} {
+		res, body := h.raw("GET /echo/x?" + q + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+		if s := decodeSeen(t, res, body); s.RawQuery != q {
+			t.Errorf("%q arrived as %q", q, s.RawQuery)
 		}
 	}
 }
@@ -360,6 +447,43 @@ func TestUpstreamCannotSetOurCookies(t *testing.T) {
 	}
 	if n := strings.Count(h.logs.String(), "Set-Cookie for a Gatehouse cookie was dropped"); n != 2 {
 		t.Errorf("%d drops logged, want 2:\n%s", n, h.logs)
+	}
+}
+
+// TestUpstreamCannotSetOurCookiesInTrailers shows a Set-Cookie for one of
+// Gatehouse's cookies dropped and logged when the upstream sends it as a
+// response trailer, on both transports, while its other cookies pass.
+func TestUpstreamCannotSetOurCookiesInTrailers(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/api/undeclared" {
+			_, _ = io.WriteString(w, "page")
+			w.(http.Flusher).Flush() // chunked, so there can be trailers
+			w.Header()[http.TrailerPrefix+"Set-Cookie"] = []string{"gatehouse_refresh=planted; Path=/v1/auth"}
+			w.Header().Set(http.TrailerPrefix+"X-Sum", "2")
+			return
+		}
+		w.Header().Set("Trailer", "Set-Cookie, X-Sum")
+		_, _ = io.WriteString(w, "page")
+		w.Header()["Set-Cookie"] = []string{"gatehouse_refresh=planted; Path=/v1/auth", "theme=dark"}
+		w.Header().Set("X-Sum", "1")
+	})
+	h := newHarness(t, []RouteConfig{testRoute("api", "/api", "public", up.URL)}, nil,
+		func(s *setup) { s.deps.Cookies = []string{"gatehouse_refresh", "gatehouse_csrf"} })
+	for _, method := range []string{http.MethodGet, http.MethodPost} { // the direct path, then http.Transport
+		res, body := h.do(method, "/api/x", strings.NewReader(""), nil)
+		wantBody(t, res, body, "page")
+		if got := res.Trailer.Values("Set-Cookie"); !slices.Equal(got, []string{"theme=dark"}) || res.Trailer.Get("X-Sum") != "1" {
+			t.Errorf("%s: the client got the trailers %q", method, res.Trailer)
+		}
+		res, body = h.do(method, "/api/undeclared", strings.NewReader(""), nil)
+		wantBody(t, res, body, "page")
+		if got := res.Trailer.Values("Set-Cookie"); len(got) != 0 || res.Trailer.Get("X-Sum") != "2" {
+			t.Errorf("%s: the client got the undeclared trailers %q", method, res.Trailer)
+		}
+	}
+	if n := strings.Count(h.logs.String(), "Set-Cookie for a Gatehouse cookie was dropped"); n != 4 {
+		t.Errorf("%d drops logged, want 4:\n%s", n, h.logs)
 	}
 }
 

@@ -87,9 +87,15 @@ func (b bounded) Read(p []byte) (int, error) {
 // connection fail at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// maxInformational bounds the 1xx responses read before the final one,
-// as http.Transport does.
+// maxInformational bounds the 1xx responses relayed before the final
+// one. http.Transport stops at 5 only when no one reads them; the
+// ReverseProxy does, to forward them, so the gateway counts them itself
+// (exchange.WriteHeader), on both paths.
 const maxInformational = 5
+
+// errInformational ends an exchange whose upstream sent more than
+// maxInformational informational responses.
+var errInformational = fmt.Errorf("more than %d informational responses", maxInformational)
 
 // newDirect returns a direct transport in front of fallback, with its
 // pool limits, and starts the sweeper that closes idle connections; Close
@@ -207,7 +213,7 @@ func (t *direct) exchange(pc *upConn, req *http.Request) (*http.Response, error)
 	if _, err := pc.br.Peek(1); err != nil {
 		return nil, err
 	}
-	for range maxInformational + 1 {
+	for n := 0; ; n++ {
 		res, err := http.ReadResponse(pc.br, req)
 		if err != nil {
 			return nil, err
@@ -215,6 +221,8 @@ func (t *direct) exchange(pc *upConn, req *http.Request) (*http.Response, error)
 		switch {
 		case res.StatusCode == http.StatusSwitchingProtocols:
 			return nil, errors.New("upstream switched protocols on a request that asked for no upgrade")
+		case res.StatusCode < 200 && n == maxInformational:
+			return nil, errInformational
 		case res.StatusCode < 200:
 			if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
 				if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
@@ -226,7 +234,6 @@ func (t *direct) exchange(pc *upConn, req *http.Request) (*http.Response, error)
 		pc.headerLeft = -1
 		return res, nil
 	}
-	return nil, fmt.Errorf("more than %d informational responses", maxInformational)
 }
 
 // staleConn reports whether err is how a request on a connection the

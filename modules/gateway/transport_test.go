@@ -319,3 +319,75 @@ func TestDirectPathBoundsResponseHeaders(t *testing.T) {
 		t.Errorf("the log does not say why:\n%s", h.logs.String())
 	}
 }
+
+// TestUnaskedSwitchClosesUpstream shows an upstream answering 101 to a
+// request that asked for no upgrade (the fallback path: a POST) answered
+// with 502, and its connection closed, not left open.
+func TestUnaskedSwitchClosesUpstream(t *testing.T) {
+	closed := make(chan error, 1)
+	upURL, _ := rawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = br.ReadByte()
+		closed <- err
+	})
+	h := newHarness(t, []RouteConfig{testRoute("api", "/api", "public", upURL)}, nil)
+	res, body := h.do(http.MethodPost, "/api/x", strings.NewReader("x"), nil)
+	wantError(t, res, body, http.StatusBadGateway, "bad_gateway")
+	if err := <-closed; err != io.EOF {
+		t.Fatalf("the upstream connection was not closed after the refused 101: %v", err)
+	}
+}
+
+// TestFallbackBoundsInformational shows an upstream sending informational
+// responses without end answered with 502 after maxInformational of them,
+// on both paths: http.Transport stops counting them once they are
+// forwarded, each with its own header allowance.
+func TestFallbackBoundsInformational(t *testing.T) {
+	upURL, _ := rawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			bw := bufio.NewWriter(c)
+			for range 10000 {
+				_, _ = io.WriteString(bw, "HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n")
+			}
+			_, _ = io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if bw.Flush() != nil {
+				return
+			}
+		}
+	})
+	h := newHarness(t, []RouteConfig{testRoute("api", "/api", "public", upURL)}, nil)
+	for _, m := range []string{"POST", "GET"} { // the fallback (http.Transport), then the direct path
+		conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		body := "\r\n"
+		if m == "POST" {
+			body = "Content-Length: 1\r\n\r\nx"
+		}
+		_, _ = io.WriteString(conn, m+" /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"+body)
+		b, _ := io.ReadAll(conn)
+		conn.Close()
+		if n := strings.Count(string(b), " 103 Early Hints"); n != maxInformational {
+			t.Errorf("%s: the client got %d informational responses (%d bytes), want %d", m, n, len(b), maxInformational)
+		}
+		if _, final, _ := strings.Cut(string(b), "\r\n\r\nHTTP/1.1 5"); !strings.HasPrefix(final, "02 ") || !strings.Contains(final, `"bad_gateway"`) {
+			t.Errorf("%s: after the informational responses: %.200q", m, final)
+		}
+	}
+	if !strings.Contains(h.logs.String(), "informational responses") {
+		t.Errorf("the log does not say why:\n%s", h.logs)
+	}
+}
