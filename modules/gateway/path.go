@@ -27,6 +27,8 @@ import (
 //     Unicode white space or invisible characters would read
 //     "/api/admin\u00a0/users" as "/api/admin/users". A space inside a
 //     segment ("my%20file") is allowed;
+//   - bytes that are not UTF-8: old decoders read an overlong "%C0%AE"
+//     as a dot;
 //   - an encoded slash or backslash, or a backslash: some servers split
 //     on them, some do not;
 //   - an empty segment ("//"): some servers merge them;
@@ -62,6 +64,9 @@ func safePath(u *url.URL) bool {
 			return false // a segment that begins with a space
 		case c >= utf8.RuneSelf:
 			r, n := utf8.DecodeRuneInString(p[i:])
+			if r == utf8.RuneError && n == 1 {
+				return false // not UTF-8: %C0%AE, an overlong ".", is a dot to old decoders
+			}
 			if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 				return false
 			}

@@ -260,6 +260,7 @@ func TestPathSafety(t *testing.T) {
 		"/api//x", "/api/x//", "/api/%6Frders", "/api/x%41", "/api/x%00y", "/api/x%0d%0ay",
 		"/api/x;y", "/api/x;jsessionid=1/y", "/api/x%20", "/api/x./y", "/api/%E2%80%8Bx", "/api/x%3By", "/api/x%3by", "/api/..;/admin",
 		"/api/%252e%252e/admin", "/api/x%252Fy", "/api/%25%32e%25%32e/admin", "/api/x%2541",
+		"/api/%C0%AE%C0%AE/admin", "/api/x%FFy", "/api/%E2%82", // not UTF-8
 	}
 	for _, p := range bad {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
