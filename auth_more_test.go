@@ -389,6 +389,35 @@ func TestSwitchTenantStaysInItsSignIn(t *testing.T) {
 	wantStatus(t, rec, 401, "invalid_refresh_token")
 }
 
+// A session written by the release before families (family_id NULL, as an
+// instance of it writes during a rolling upgrade) is a family of its own:
+// a switch from it joins it, and a logout ends both.
+func TestSessionWithoutAFamily(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			app := newTestApp(t, b, nil)
+			acme := insertTenant(t, app, "acme")
+			const pw = "correct horse battery"
+			reg := app.register(t, "old@example.com", pw, "")
+			addMembership(t, app, reg.User.ID, acme, "member")
+			p := app.login(t, "old@example.com", pw, "default")
+			other := app.login(t, "old@example.com", pw, "default")
+			if err := app.db.Conn(context.Background()).Exec("UPDATE sessions SET family_id = NULL").Error; err != nil {
+				t.Fatal(err)
+			}
+			rec := app.do(t, req{method: "POST", path: "/v1/auth/switch-tenant", bearer: p.AccessToken,
+				body: auth.SwitchTenantRequest{Tenant: "acme", RefreshToken: p.RefreshToken}})
+			wantStatus(t, rec, 200, "")
+			child := decode[auth.Pair](t, rec)
+			wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: child.AccessToken}), 204, "")
+			wantStatus(t, app.refresh(p.RefreshToken, t), 401, "invalid_refresh_token")
+			wantStatus(t, app.refresh(other.RefreshToken, t), 200, "") // a family of its own
+		})
+	}
+}
+
 // A sign-in or a switch that was under way while the password changed
 // ends with the password change, not after it: each checks again, as it
 // writes its session, what it rested on (the password hash it compared,

@@ -314,9 +314,9 @@ func TestManyLostDenialsComeBackInOnePass(t *testing.T) {
 	tok, c := loggedOut(t, a, "mass@example.com")
 	// The sessions, revoked in the database with no denial written: lost.
 	if err := a.db.Conn(context.Background()).Exec(`INSERT INTO sessions
-		(id, family_id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, revoked_reason)
-		SELECT g.id, g.id, user_id, tenant_id, created_at, created_at, expires_at, now() - interval '2 minutes', 'logout_all'
-		FROM sessions, (SELECT gen_random_uuid() AS id FROM generate_series(1, ?)) g WHERE sessions.id = ?`, n, c.SessionID).Error; err != nil {
+		(id, user_id, tenant_id, created_at, last_used_at, expires_at, revoked_at, revoked_reason)
+		SELECT gen_random_uuid(), user_id, tenant_id, created_at, created_at, expires_at, now() - interval '2 minutes', 'logout_all'
+		FROM sessions, generate_series(1, ?) WHERE id = ?`, n, c.SessionID).Error; err != nil {
 		t.Fatal(err)
 	}
 	revokedAgo(t, a, c.SessionID, 2*time.Minute)

@@ -2,11 +2,14 @@
 -- family_id is the first session's id, shared by every session switched to
 -- from it. Logout, a refresh token's reuse and a session's revocation end
 -- the whole family, so a switch cannot carry a session past them.
+--
+-- NULL stands for the session's own id (queries read COALESCE(family_id,
+-- id)): an instance of the previous release, still running during a
+-- rolling upgrade, writes sessions without the column, and each is then a
+-- family of its own, as every session was before.
 
 -- +goose Up
 ALTER TABLE sessions ADD COLUMN family_id uuid;
-UPDATE sessions SET family_id = id;
-ALTER TABLE sessions ALTER COLUMN family_id SET NOT NULL;
 
 -- +goose Down
 ALTER TABLE sessions DROP COLUMN family_id;

@@ -27,7 +27,7 @@ type Session struct {
 	ID            string `gorm:"primaryKey"`
 	UserID        string
 	TenantID      string
-	FamilyID      string // the sign-in's first session (switch-tenant)
+	FamilyID      *string // the sign-in's first session (switch-tenant); nil: ID
 	UserAgent     string
 	IP            string `gorm:"column:ip"`
 	CreatedAt     time.Time

@@ -408,11 +408,12 @@ func (s *Service) locked(until []byte) error {
 func (s *Service) startSession(ctx context.Context, userID string, t Tenant, client Client, cause sessionCause, family string) (Pair, string, error) {
 	now := s.now()
 	raw, hash := newRefreshToken()
-	sess := Session{ID: newID(), UserID: userID, TenantID: t.ID, FamilyID: family, UserAgent: truncate(client.UserAgent, 256),
+	sess := Session{ID: newID(), UserID: userID, TenantID: t.ID, UserAgent: truncate(client.UserAgent, 256),
 		IP: client.IP, CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.SessionMaxAge)}
 	if family == "" {
-		sess.FamilyID = sess.ID
+		family = sess.ID
 	}
+	sess.FamilyID = &family
 	rt := RefreshToken{ID: newID(), SessionID: sess.ID, TokenHash: hash, CreatedAt: now, ExpiresAt: s.refreshExpiry(now, sess)}
 	if err := s.store.createSession(ctx, sess, rt, cause); err != nil {
 		return Pair{}, "", err
@@ -867,7 +868,11 @@ func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug, re
 	if err != nil {
 		return Pair{}, ErrNotMember
 	}
-	pair, sid, err := s.startSession(ctx, id.UserID, t, client, sessionCause{origin: origin.ID}, origin.FamilyID)
+	family := origin.ID // written by a release before families: its own
+	if origin.FamilyID != nil {
+		family = *origin.FamilyID
+	}
+	pair, sid, err := s.startSession(ctx, id.UserID, t, client, sessionCause{origin: origin.ID}, family)
 	if errors.Is(err, errSessionCauseGone) {
 		return Pair{}, ErrInvalidRefresh // revoked while this ran
 	}

@@ -185,7 +185,8 @@ func (s store) unrevokedSessions(ctx context.Context, userID string, where func(
 	q := s.conn(ctx).Model(&Session{}).Where("user_id = ? AND revoked_at IS NULL", userID)
 	if where != nil && families {
 		// Revoked members too: a family lives on in its other sessions.
-		q = q.Where("family_id IN (?)", where(s.conn(ctx).Model(&Session{}).Select("family_id").Where("user_id = ?", userID)))
+		q = q.Where("COALESCE(family_id, id) IN (?)",
+			where(s.conn(ctx).Model(&Session{}).Select("COALESCE(family_id, id)").Where("user_id = ?", userID)))
 	} else if where != nil {
 		q = where(q)
 	}
