@@ -177,7 +177,8 @@ func upstream(addr string) error {
 // parsed as YAML, so 2h, 12 and "" mean what they mean in the file.
 // --relax-limits raises every rate-limit policy so the bench measures the
 // limiter's decision, never its refusals: token_bucket gets 1000000 per
-// second (the loader allows one per microsecond), sliding_window its maximum 10000 per second. Names, algorithms,
+// second (the loader allows one per microsecond; a tenant-keyed one that
+// divided by the largest plan factor), sliding_window its maximum 10000 per second. Names, algorithms,
 // keys and on_error stay, and so do the anonymous/authenticated lists.
 func config(src, dst string, args []string) error {
 	data, err := os.ReadFile(src)
@@ -263,11 +264,27 @@ func relaxLimits(root *yaml.Node) error {
 	if pol == nil || pol.Kind != yaml.SequenceNode || len(pol.Content) == 0 {
 		return errors.New("ratelimit.policies: no list of policies in the file")
 	}
+	// A tenant's plan multiplies its tenant-keyed limits, and the loader
+	// refuses a plan that takes one past its cap: those get the cap
+	// divided by the largest factor (1000000 / 20 is still 50000 a second,
+	// more than one Gatehouse serves here, in the bench's default-plan
+	// tenant).
+	most := 1
+	if plans := mapGet(mapGet(root, "ratelimit"), "plans"); plans != nil && plans.Kind == yaml.MappingNode {
+		for i := 1; i < len(plans.Content); i += 2 {
+			if f, err := strconv.Atoi(plans.Content[i].Value); err == nil && f > most {
+				most = f
+			}
+		}
+	}
 	for _, p := range pol.Content {
 		alg := mapGet(p, "algorithm")
 		limit := "1000000" // one per microsecond of 1s: the loader's cap
+		if key := mapGet(p, "key"); key != nil && key.Value == "tenant" {
+			limit = strconv.Itoa(1000000 / most)
+		}
 		if alg != nil && alg.Value == "sliding_window" {
-			limit = "10000" // the loader's cap for an exact log
+			limit = "10000" // the loader's cap for an exact log (plans cap it)
 		}
 		for k, v := range map[string]string{"limit": limit, "period": "1s", "burst": "0"} {
 			n := &yaml.Node{Kind: yaml.ScalarNode, Value: v}
