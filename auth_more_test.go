@@ -179,9 +179,11 @@ func TestLockoutHoldsUnderABurst(t *testing.T) {
 			for _, c := range codes {
 				count[c]++
 			}
-			// The threshold's last check answers 423 too: it writes the lock.
-			if count[401] != 4 || count[423] != n-4 {
-				t.Fatalf("answers to %d concurrent wrong guesses: %v; want 4 × 401 and the rest 423", n, count)
+			// The threshold's last check answers 423: it writes the lock.
+			// The checks past it are not made: 429 while the five are under
+			// way, 423 once the lock is written.
+			if count[401] != 4 || count[423] < 1 || count[423]+count[429] != n-4 {
+				t.Fatalf("answers to %d concurrent wrong guesses: %v; want 4 × 401, then 423 or 429", n, count)
 			}
 			wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
 				body: auth.LoginRequest{Email: "burst@example.com", Password: "correct horse battery"}}), 423, "account_locked")
@@ -198,6 +200,40 @@ func TestLockoutHoldsUnderABurst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Right sign-ins at once (an app on many devices, a retry storm) are no
+// failures: those past the threshold wait (429 with Retry-After), and the
+// account is not locked.
+func TestConcurrentRightSignInsDoNotLock(t *testing.T) {
+	t.Parallel()
+	app := newTestApp(t, backends[0], nil)
+	const pw = "correct horse battery"
+	app.register(t, "busy@example.com", pw, "")
+	const n = 20
+	recs := make([]*httpRecorder, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			recs[i] = app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: "busy@example.com", Password: pw}})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	count := map[int]int{}
+	for _, rec := range recs {
+		if count[rec.Code]++; rec.Code == 429 && rec.Header().Get("Retry-After") != "1" {
+			t.Errorf("429 with Retry-After %q, want 1", rec.Header().Get("Retry-After"))
+		}
+	}
+	if count[200] < 1 || count[200]+count[429] != n {
+		t.Fatalf("answers to %d concurrent right sign-ins: %v; want 200 or 429, never a lock", n, count)
+	}
+	app.login(t, "busy@example.com", pw, "") // not locked
 }
 
 // A stolen access token is no way around the lockout: a wrong current

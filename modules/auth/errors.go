@@ -6,9 +6,11 @@ import "gatehouse/platform/fault"
 var (
 	ErrInvalidCredentials = fault.New(fault.Unauthenticated, "invalid_credentials", "email or password is wrong")
 	ErrAccountLocked      = fault.New(fault.Locked, "account_locked", "too many failed sign-ins: try again later")
-	ErrAlreadyRegistered  = fault.New(fault.Conflict, "already_registered", "this email cannot be registered")
-	ErrUnknownTenant      = fault.Field("tenant", "no such tenant")
-	ErrTenantRequired     = fault.New(fault.Invalid, "tenant_required", "this account belongs to several tenants: name one").
+	ErrChecksInFlight     = fault.New(fault.TooManyRequests, "too_many_attempts",
+		"too many sign-ins of this account are being checked at once: try again in a moment")
+	ErrAlreadyRegistered = fault.New(fault.Conflict, "already_registered", "this email cannot be registered")
+	ErrUnknownTenant     = fault.Field("tenant", "no such tenant")
+	ErrTenantRequired    = fault.New(fault.Invalid, "tenant_required", "this account belongs to several tenants: name one").
 				With(map[string]any{"field": "tenant"})
 	ErrInvalidRefresh = fault.New(fault.Unauthenticated, "invalid_refresh_token", "the refresh token is invalid, expired or revoked")
 	ErrRefreshReused  = fault.New(fault.Unauthenticated, "refresh_token_reused",

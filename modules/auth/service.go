@@ -200,7 +200,7 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	if err != nil {
 		return Pair{}, err
 	}
-	n, err := s.claimAttempt(ctx, email, audit.Anonymous(email))
+	n, err := s.claimAttempt(ctx, email)
 	if err != nil {
 		return Pair{}, err
 	}
@@ -324,10 +324,12 @@ func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tena
 // locked, and otherwise counts the check before it is made, returning its
 // number within the lockout window. Counted first, concurrent checks
 // cannot all get past the lock that the failures of the first ones are
-// about to write: a check numbered past the threshold is refused, and locks
-// the account, without being made. A password check that succeeds resets
-// the count (resetAttempts); failLogin locks at the threshold.
-func (s *Service) claimAttempt(ctx context.Context, email string, actor audit.Actor) (int64, error) {
+// about to write: a check numbered past the threshold is not made, and is
+// answered 429 with a second's wait. It does not lock the account: it may
+// be one of several right sign-ins at once (an app on many devices, a
+// retry storm), and only failures lock. A password check that succeeds
+// resets the count (resetAttempts); failLogin locks at the threshold.
+func (s *Service) claimAttempt(ctx context.Context, email string) (int64, error) {
 	if until, err := s.kv.Get(ctx, "login:lock:"+digest(email)); err == nil {
 		return 0, s.locked(until)
 	} else if !errors.Is(err, kv.ErrNotFound) {
@@ -338,10 +340,17 @@ func (s *Service) claimAttempt(ctx context.Context, email string, actor audit.Ac
 		return 0, err
 	}
 	if n > int64(s.cfg.LockoutThreshold) {
-		return 0, s.lock(ctx, email, actor)
+		return 0, busyError{}
 	}
 	return n, nil
 }
+
+// busyError is ErrChecksInFlight with the time to wait, for Retry-After.
+type busyError struct{}
+
+func (busyError) Error() string             { return ErrChecksInFlight.Error() }
+func (busyError) Unwrap() error             { return ErrChecksInFlight }
+func (busyError) RetryAfter() time.Duration { return time.Second }
 
 // resetAttempts forgets the password checks counted for email.
 func (s *Service) resetAttempts(ctx context.Context, email string) error {
@@ -803,7 +812,7 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	}
 	// Counted with the account's logins: an access token alone must not
 	// be a way to guess the password without a lockout.
-	n, err := s.claimAttempt(ctx, u.Email, audit.User(u.ID))
+	n, err := s.claimAttempt(ctx, u.Email)
 	if err != nil {
 		return err
 	}
