@@ -2,11 +2,14 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // safePath reports whether a request path may be forwarded. It refuses
@@ -14,19 +17,11 @@ import (
 // is meant, so a path cannot leave its route's prefix or slip past a more
 // specific route:
 //
-//   - a segment that ends in a dot, encoded or not: "." and ".." are dot
-//     segments, which an upstream that resolves them would take outside
-//     the prefix, and IIS and Windows drop the trailing dots of others,
-//     so "/api/admin./users" would reach the route of "/api" while the
-//     upstream reads "/api/admin/users";
-//   - a segment that begins or ends with a space, encoded or not, for the
-//     same reason: Windows drops trailing spaces, and Spring trims its
-//     path segments;
-//   - a white space, control or format character beyond ASCII (a
-//     no-break space, U+200B zero-width space): stacks that trim or strip
-//     Unicode white space or invisible characters would read
-//     "/api/admin\u00a0/users" as "/api/admin/users". A space inside a
-//     segment ("my%20file") is allowed;
+//   - a segment of dots and spaces only, encoded or not: "." and ".."
+//     are dot segments, which an upstream that resolves them would take
+//     outside the prefix, and IIS and Windows drop trailing dots and
+//     spaces, so ".. " or "..." can be one too;
+//   - a control character beyond ASCII (U+0080 to U+009F);
 //   - bytes that are not UTF-8: old decoders read an overlong "%C0%AE"
 //     as a dot;
 //   - an encoded slash or backslash, or a backslash: some servers split
@@ -58,23 +53,23 @@ func safePath(u *url.URL) bool {
 			if _, ok := unhex(p[i+1], p[i+2]); ok {
 				return false
 			}
-		case c == '/' && (p[i-1] == '/' || p[i-1] == '.' || p[i-1] == ' '):
-			return false // an empty segment, or one that ends in a dot or a space
-		case c == ' ' && p[i-1] == '/':
-			return false // a segment that begins with a space
+		case c == '/' && p[i-1] == '/':
+			return false // an empty segment
 		case c >= utf8.RuneSelf:
 			r, n := utf8.DecodeRuneInString(p[i:])
 			if r == utf8.RuneError && n == 1 {
 				return false // not UTF-8: %C0%AE, an overlong ".", is a dot to old decoders
 			}
-			if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			if unicode.IsControl(r) {
 				return false
 			}
 			i += n - 1
 		}
 	}
-	if c := p[len(p)-1]; c == '.' || c == ' ' {
-		return false // the last segment, as those before a slash above
+	for seg := range strings.SplitSeq(p[1:], "/") {
+		if seg != "" && strings.Trim(seg, ". ") == "" {
+			return false // dots and spaces only
+		}
 	}
 	// The decoded path cannot show what was encoded; the raw one can. Go
 	// keeps RawPath only when it differs from the default encoding.
@@ -92,20 +87,84 @@ func safePath(u *url.URL) bool {
 }
 
 // safeQuery reports whether a raw query may be forwarded: it holds no
-// space, control or byte beyond ASCII. The query goes upstream as sent,
-// into an HTTP/1.1 request line, and an HTTP/2 client can send raw spaces
-// in it ("?a HTTP/1.0 /api/admin HTTP/1.1"), which would change the line's
-// meaning; some parsers read bytes beyond ASCII as line ends or spaces.
-// Browsers encode all of these. They leave {|}^`\ unencoded, which
+// space or control character. The query goes upstream as sent, into an
+// HTTP/1.1 request line, and an HTTP/2 client can send raw spaces in it
+// ("?a HTTP/1.0 /api/admin HTTP/1.1"), which would change the line's
+// meaning. Browsers encode these. They leave {|}^`\ unencoded, which
 // HTTP/1.1 servers accept, so those pass, as do "<> (harmless to the
-// line).
+// line); bytes beyond ASCII pass too, percent-encoded (escapeHigh).
 func safeQuery(q string) bool {
 	for i := 0; i < len(q); i++ {
-		if c := q[i]; c <= ' ' || c >= 0x7f {
+		if c := q[i]; c <= ' ' || c == 0x7f {
 			return false
 		}
 	}
 	return true
+}
+
+// escapeHigh percent-encodes a raw query's bytes beyond ASCII ("?q=café",
+// as curl sends it), which some parsers read as line ends or spaces; the
+// upstream decodes them to the same text.
+func escapeHigh(q string) string {
+	i := 0
+	for i < len(q) && q[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(q) {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	b.WriteString(q[:i])
+	for ; i < len(q); i++ {
+		if c := q[i]; c < utf8.RuneSelf {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// skeleton is a path as a lenient upstream may read it: compatibility
+// forms folded (NFKC: a fullwidth "ａ" is "a", a fullwidth "／" a slash),
+// invisible characters dropped (format characters such as U+200B, variation
+// selectors, other default-ignorable ones), and each segment without the
+// white space around it or the dots after it, which IIS, Windows and
+// Spring trim. The gateway refuses a path whose skeleton names a nested
+// route's prefix (serve): "/api/admin./users" or "/api/admin%C2%A0/users"
+// would reach the route of "/api" while such an upstream reads
+// "/api/admin/users". Paths that name nothing nested ("example.org.",
+// emoji joined by U+200D) pass as they are. An ASCII path without dots or
+// spaces at a segment's ends is its own skeleton, made without allocating.
+func skeleton(p string) string {
+	plain := true
+	for i := 0; i < len(p) && plain; i++ {
+		c := p[i]
+		end := i+1 == len(p) || p[i+1] == '/'
+		plain = c < utf8.RuneSelf && !(c == ' ' && (end || i == 0 || p[i-1] == '/')) && !(c == '.' && end)
+	}
+	if plain {
+		return p
+	}
+	p = strings.Map(func(r rune) rune {
+		if unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
+			return -1
+		}
+		return r
+	}, norm.NFKC.String(p))
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		for {
+			t := strings.TrimRight(strings.TrimFunc(seg, unicode.IsSpace), ".")
+			if t == seg {
+				break
+			}
+			seg = t
+		}
+		segs[i] = seg
+	}
+	return strings.Join(segs, "/")
 }
 
 // underPrefix reports whether path is prefix or lies under it, ignoring

@@ -87,9 +87,12 @@ func (g *Gateway) serve(c echo.Context, rt *route) error {
 			return errNoRoute // see Deps.Reserved
 		}
 	}
-	for _, p := range rt.nested {
-		if underPrefix(req.URL.Path, p) {
-			return ErrInvalidPath // p in another letter case: see route.nested
+	if len(rt.nested) > 0 {
+		skel := skeleton(req.URL.Path)
+		for _, p := range rt.nested {
+			if underPrefix(skel, p) {
+				return ErrInvalidPath // p in another letter case or form: see route.nested and skeleton
+			}
 		}
 	}
 	if upg := req.Header.Get("Upgrade"); upg != "" && (!rt.cfg.WebSocket || !strings.EqualFold(upg, "websocket")) {
@@ -246,10 +249,10 @@ func (g *Gateway) failure(ex *exchange, in *http.Request) (retry bool, answer er
 		return false, ErrGatewayTimeout
 	}
 	// Only an upstream that never answered leaves the request unseen, so
-	// only then may one fit to retry go to another. One that flooded the
-	// client with informational responses has answered, and its
-	// exchange's context is spent.
-	return !ex.answered && err != errInformational, ErrBadGateway
+	// only then may one fit to retry go to another. One that sent the
+	// client informational responses has answered: the client has them,
+	// and the next upstream's would be counted with them.
+	return !ex.answered && ex.hints == 0, ErrBadGateway
 }
 
 // upstreamFailed records a failure of the current upstream and logs it:
@@ -310,7 +313,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	// Passed as sent: the ReverseProxy drops parameters it cannot parse,
 	// but the gateway decides nothing by the query, so the upstream's
 	// reading is the only one.
-	out.URL.RawQuery = in.URL.RawQuery
+	out.URL.RawQuery = escapeHigh(in.URL.RawQuery)
 	out.Host = "" // the upstream's own name; the client's goes in X-Forwarded-Host
 
 	h := out.Header

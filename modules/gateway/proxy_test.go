@@ -258,7 +258,7 @@ func TestPathSafety(t *testing.T) {
 		"/api/../admin", "/api/%2e%2e/admin", "/api/%2E%2E/admin", "/api/.%2E/x", "/api/%2e/x", "/api/./x",
 		"/api/x/..", "/api/x/.", "/api/x%2fy", "/api/x%2Fy", "/api/x%5cy", "/api/x%5Cy", `/api/x\y`, `/api/x\..\y`,
 		"/api//x", "/api/x//", "/api/%6Frders", "/api/x%41", "/api/x%00y", "/api/x%0d%0ay",
-		"/api/x;y", "/api/x;jsessionid=1/y", "/api/x%20", "/api/x./y", "/api/%E2%80%8Bx", "/api/x%3By", "/api/x%3by", "/api/..;/admin",
+		"/api/x;y", "/api/x;jsessionid=1/y", "/api/x/...", "/api/..%20/x", "/api/x%C2%85y", "/api/x%3By", "/api/x%3by", "/api/..;/admin",
 		"/api/%252e%252e/admin", "/api/x%252Fy", "/api/%25%32e%25%32e/admin", "/api/x%2541",
 		"/api/%C0%AE%C0%AE/admin", "/api/x%FFy", "/api/%E2%82", // not UTF-8
 	}
@@ -271,7 +271,10 @@ func TestPathSafety(t *testing.T) {
 	if n := up.hits.Load(); n != 0 {
 		t.Fatalf("the upstream got %d unsafe paths", n)
 	}
-	for _, p := range []string{"/api/x/", "/api/a..b/...c", "/api/.well-known", "/api/x%20y", "/api/%E2%82%AC", "/api/100%25", "/api/%25zz", "/api/x%25"} {
+	// With no nested route to reach, a trailing dot or space, or an
+	// invisible character, is an ordinary name.
+	for _, p := range []string{"/api/x/", "/api/a..b/...c", "/api/.well-known", "/api/x%20y", "/api/%E2%82%AC", "/api/100%25", "/api/%25zz", "/api/x%25",
+		"/api/x%20", "/api/x./y", "/api/%E2%80%8Bx"} {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 		if s := decodeSeen(t, res, body); s.RequestURI != p {
 			t.Errorf("%s arrived as %s", p, s.RequestURI)
@@ -320,7 +323,12 @@ func TestNestedRouteLookalikes(t *testing.T) {
 	for _, p := range []string{"/api/admin%20/users", "/api/admin./users", "/api/admin../users",
 		"/api/admin.%20/users", "/api/admin%C2%A0/users", "/api/admin%E2%80%8B/users", "/api/admin%20",
 		"/api/admin.", "/api/%20admin/users", "/api/ad%E2%80%8Bmin/users", "/api/admin%E3%80%80/users",
-		"/api/admin%C2%85/users", "/api/..."} {
+		"/api/admin%C2%85/users", "/api/...",
+		// Compatibility forms and other invisible characters (review):
+		// NFKC folds a fullwidth full stop, slash or letter to ASCII, and
+		// default-ignorable characters are dropped by stacks that strip them.
+		"/api/admin%EF%BC%8E/users", "/api/admin%EF%BC%8Fusers", "/api/%EF%BD%81dmin/users",
+		"/api/admin%CD%8F/users", "/api/admin%EF%B8%8F/users", "/api/admin%E3%85%A4/users"} {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_path"`) {
 			t.Errorf("%s: %d %.90s, want 400 invalid_path", p, res.StatusCode, body)
@@ -329,9 +337,14 @@ func TestNestedRouteLookalikes(t *testing.T) {
 	if n := outer.hits.Load(); n != 0 {
 		t.Errorf("the public outer route's upstream got %d requests naming the authenticated /api/admin", n)
 	}
-	// A space inside a segment, dots inside or in front of one, and
-	// letters beyond ASCII are ordinary names.
-	for _, p := range []string{"/api/my%20file", "/api/a.b/.well-known", "/api/x...y", "/api/%C3%A9t%C3%A9"} {
+	// A space inside a segment, dots inside or in front of one, letters
+	// beyond ASCII, and what names nothing nested are ordinary names: a
+	// zone with its trailing dot, emoji joined by U+200D, a Persian word
+	// with U+200C (review: all were refused by a first version).
+	for _, p := range []string{"/api/my%20file", "/api/a.b/.well-known", "/api/x...y", "/api/%C3%A9t%C3%A9",
+		"/api/servers/localhost/zones/example.org.", "/api/servers/localhost/zones/example.org./records",
+		"/api/tags/%F0%9F%91%A8%E2%80%8D%F0%9F%92%BB", "/api/wiki/%D9%85%DB%8C%E2%80%8C%D8%AE%D9%88%D8%A7%D9%87%D9%85",
+		"/api/administrator.", "/api/x/admin."} {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 		if s := decodeSeen(t, res, body); s.RequestURI != p {
 			t.Errorf("%s arrived as %s", p, s.RequestURI)
@@ -362,7 +375,7 @@ func TestH2QueryCannotBreakRequestLine(t *testing.T) {
 	ts.EnableHTTP2 = true
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	for _, q := range []string{"a HTTP/1.0 /api/admin/y HTTP/1.1", "a=\x85", "a=\xc3\xa9"} {
+	for _, q := range []string{"a HTTP/1.0 /api/admin/y HTTP/1.1"} {
 		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/x", nil)
 		req.URL.RawQuery = q
 		res, err := ts.Client().Do(req)
@@ -388,6 +401,12 @@ func TestH2QueryCannotBreakRequestLine(t *testing.T) {
 		if s := decodeSeen(t, res, body); s.RawQuery != q {
 			t.Errorf("%q arrived as %q", q, s.RawQuery)
 		}
+	}
+	// Bytes beyond ASCII (curl sends "?q=café" raw) pass, percent-encoded:
+	// the upstream decodes them to the same text.
+	res, body := h.raw("GET /echo/x?q=caf\xc3\xa9&b=\x85 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+	if s := decodeSeen(t, res, body); s.RawQuery != "q=caf%C3%A9&b=%85" {
+		t.Errorf("a query beyond ASCII arrived as %q", s.RawQuery)
 	}
 }
 

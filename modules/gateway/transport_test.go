@@ -391,3 +391,41 @@ func TestFallbackBoundsInformational(t *testing.T) {
 		t.Errorf("the log does not say why:\n%s", h.logs)
 	}
 }
+
+// An upstream that relayed informational responses and then failed has
+// answered: the request is not retried on another, whose own hints would
+// be counted with the first's and end a healthy exchange, charged to it.
+func TestNoRetryAfterHints(t *testing.T) {
+	bad, _ := rawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n", 3))
+	})
+	var goodHits atomic.Int64
+	good, _ := rawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		goodHits.Add(1)
+		_, _ = io.WriteString(c, strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </b>; rel=preload\r\n\r\n", 3))
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	})
+	rt := testRoute("api", "/api", "public", bad, good)
+	rt.Retries = 1
+	h := newHarness(t, []RouteConfig{rt}, nil)
+	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(conn, "GET /api/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+	b, _ := io.ReadAll(conn)
+	if last := string(b[strings.LastIndex(string(b), "HTTP/1.1 "):]); !strings.HasPrefix(last, "HTTP/1.1 502") {
+		t.Errorf("after 3 hints and a broken connection the client got %d hints and %.40q, want 502", strings.Count(string(b), " 103 "), last)
+	}
+	if n := goodHits.Load(); n != 0 {
+		t.Errorf("the request went on to another upstream after 3 hints had been relayed (%d)", n)
+	}
+}
