@@ -9,15 +9,14 @@ import (
 // The errors the gateway answers with itself. An upstream's own error
 // responses are passed on unchanged instead.
 var (
-	// ErrInvalidPath: the path has a dot segment, a segment that ends in a
-	// dot or begins or ends with a space, an encoded slash or backslash, a
-	// backslash, an empty segment, a control character, a white space or
-	// format character beyond ASCII, a semicolon, an encoded letter or
-	// digit or an escape escaped twice, or names a nested route's prefix
-	// in another letter case; or the query has a space, a control or a
-	// byte beyond ASCII. Such paths can mean one thing to the gateway's
-	// route table and another to an upstream, and such a query would
-	// change the upstream's request line, so none is forwarded.
+	// ErrInvalidPath: the path has a segment of dots and spaces only, an
+	// encoded slash or backslash, a backslash, an empty segment, a control
+	// character, bytes that are not UTF-8, a semicolon, an encoded letter
+	// or digit or an escape escaped twice, or names a nested route's
+	// prefix in another letter case or form (see skeleton); or the query
+	// has a space or a control character. Such paths can mean one thing to
+	// the gateway's route table and another to an upstream, and such a
+	// query would change the upstream's request line, so none is forwarded.
 	ErrInvalidPath = fault.New(fault.Invalid, "invalid_path", "the request path is not allowed through the gateway")
 	// ErrUpgradeRefused: an Upgrade request on a route that does not allow
 	// it, or to a protocol other than WebSocket.
