@@ -12,13 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
-	"gorm.io/gorm"
 
 	"gatehouse/modules/auth"
 	"gatehouse/modules/tenant"
@@ -469,16 +467,7 @@ func TestSessionsOpenedDuringAPasswordChangeEnd(t *testing.T) {
 			app.register(t, email, oldPW, "")
 			owner := app.login(t, email, oldPW, "")
 			var stolen auth.Pair // a second device's session
-			var armed atomic.Bool
-			held, release := make(chan struct{}), make(chan struct{})
-			if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold", func(tx *gorm.DB) {
-				if tx.Statement.Table == "memberships" && armed.CompareAndSwap(true, false) {
-					held <- struct{}{}
-					<-release
-				}
-			}); err != nil {
-				t.Fatal(err)
-			}
+			hold := holdQueries(t, app, "memberships")
 			for _, step := range []struct {
 				name string
 				send func() *httpRecorder
@@ -492,14 +481,11 @@ func TestSessionsOpenedDuringAPasswordChangeEnd(t *testing.T) {
 				}},
 			} {
 				stolen = app.login(t, email, oldPW, "")
-				armed.Store(true)
-				done := make(chan *httpRecorder)
-				go func() { done <- step.send() }()
-				<-held // past its checks, before its session is written
-				wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/password", bearer: owner.AccessToken,
-					body: auth.PasswordRequest{CurrentPassword: oldPW, NewPassword: newPW}}), 204, "")
-				release <- struct{}{}
-				rec := <-done
+				// Held past its checks, before its session is written.
+				rec := hold.during(step.send, func() {
+					wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/password", bearer: owner.AccessToken,
+						body: auth.PasswordRequest{CurrentPassword: oldPW, NewPassword: newPW}}), 204, "")
+				})
 				if rec.Code == 200 {
 					p := decode[auth.Pair](t, rec)
 					if r := app.refresh(p.RefreshToken, t); r.Code == 200 {
@@ -513,7 +499,6 @@ func TestSessionsOpenedDuringAPasswordChangeEnd(t *testing.T) {
 				wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/password", bearer: owner.AccessToken,
 					body: auth.PasswordRequest{CurrentPassword: newPW, NewPassword: oldPW}}), 204, "")
 			}
-			close(release)
 		})
 	}
 }
@@ -583,25 +568,12 @@ func TestOverlappingSignInsAfterACostRaise(t *testing.T) {
 	startApp(t, cfg).register(t, "henry@example.com", pw, "")
 	cfg.Auth.BcryptCost = config.MinBcryptCost + 1
 	app := startApp(t, cfg)
-	var armed atomic.Bool
-	held, release := make(chan struct{}), make(chan struct{})
-	if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold", func(tx *gorm.DB) {
-		if tx.Statement.Table == "memberships" && armed.CompareAndSwap(true, false) {
-			held <- struct{}{}
-			<-release
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	armed.Store(true)
-	done := make(chan *httpRecorder)
-	go func() {
-		done <- app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: "henry@example.com", Password: pw}})
-	}()
-	<-held                                    // the first sign-in has checked the old hash
-	app.login(t, "henry@example.com", pw, "") // the second rehashes it
-	close(release)
-	wantStatus(t, <-done, 200, "")
+	// The first sign-in is held once it has checked the old hash, while
+	// the second rehashes it.
+	rec := holdQueries(t, app, "memberships").during(func() *httpRecorder {
+		return app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: "henry@example.com", Password: pw}})
+	}, func() { app.login(t, "henry@example.com", pw, "") })
+	wantStatus(t, rec, 200, "")
 }
 
 // RFC 7662 introspection, for a configured service client only.

@@ -596,23 +596,42 @@ func TestRefreshRacingLogout(t *testing.T) {
 	p := app.login(t, "race@example.com", pw, "")
 	// The refresh is held after it has read the session, at its check of
 	// the membership, until the logout is done.
-	var armed atomic.Bool
-	held, release := make(chan struct{}), make(chan struct{})
+	rec := holdQueries(t, app, "memberships").during(func() *httpRecorder { return app.refresh(p.RefreshToken, t) }, func() {
+		wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: p.AccessToken}), 204, "")
+	})
+	wantStatus(t, rec, 401, "invalid_refresh_token")
+}
+
+// queryHold stops the next query of a table, once armed, until released:
+// a request held between its checks and its writes.
+type queryHold struct {
+	armed         atomic.Bool
+	held, release chan struct{}
+}
+
+func holdQueries(t *testing.T, app testApp, table string) *queryHold {
+	h := &queryHold{held: make(chan struct{}), release: make(chan struct{})}
 	if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold", func(tx *gorm.DB) {
-		if tx.Statement.Table == "memberships" && armed.CompareAndSwap(true, false) {
-			close(held)
-			<-release
+		if tx.Statement.Table == table && h.armed.CompareAndSwap(true, false) {
+			h.held <- struct{}{}
+			<-h.release
 		}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	armed.Store(true)
-	refreshed := make(chan *httpRecorder)
-	go func() { refreshed <- app.refresh(p.RefreshToken, t) }()
-	<-held
-	wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: p.AccessToken}), 204, "")
-	close(release)
-	wantStatus(t, <-refreshed, 401, "invalid_refresh_token")
+	return h
+}
+
+// during sends a request, holds it at its next query of the table while
+// between runs, then lets it finish and returns its answer.
+func (h *queryHold) during(send func() *httpRecorder, between func()) *httpRecorder {
+	h.armed.Store(true)
+	done := make(chan *httpRecorder)
+	go func() { done <- send() }()
+	<-h.held
+	between()
+	h.release <- struct{}{}
+	return <-done
 }
 
 // A role revoke whose permissions-version bump fails answers 503; its

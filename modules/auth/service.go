@@ -458,21 +458,11 @@ func (s *Service) pair(ctx context.Context, userID, tenantID, sid string, refres
 // the tenant's grace, revokes the whole session: whoever holds the other
 // copy — the user or a thief — must sign in again.
 func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair, error) {
-	hash, ok := parseRefreshToken(raw)
-	if !ok {
-		return Pair{}, ErrInvalidRefresh
-	}
-	rt, sess, err := s.store.refreshToken(ctx, hash)
-	if isNotFound(err) {
-		return Pair{}, ErrInvalidRefresh
-	}
+	rt, sess, err := s.liveRefresh(ctx, raw)
 	if err != nil {
 		return Pair{}, err
 	}
 	now := s.now()
-	if sess.RevokedAt != nil || !now.Before(sess.ExpiresAt) || !now.Before(rt.ExpiresAt) {
-		return Pair{}, ErrInvalidRefresh
-	}
 	if s.limits != nil {
 		if err := s.limits.Check(ctx, "refresh", sess.UserID); err != nil {
 			return Pair{}, err
@@ -505,6 +495,27 @@ func (s *Service) Refresh(ctx context.Context, raw string, client Client) (Pair,
 		Actor: audit.User(sess.UserID), ResourceType: "session", ResourceID: sess.ID,
 		Metadata: map[string]any{"grace": !won}})
 	return s.pair(ctx, sess.UserID, sess.TenantID, sess.ID, next, child.ExpiresAt)
+}
+
+// liveRefresh finds a refresh token, used or not, with its session, if
+// neither is revoked nor expired; else ErrInvalidRefresh.
+func (s *Service) liveRefresh(ctx context.Context, raw string) (RefreshToken, Session, error) {
+	hash, ok := parseRefreshToken(raw)
+	if !ok {
+		return RefreshToken{}, Session{}, ErrInvalidRefresh
+	}
+	rt, sess, err := s.store.refreshToken(ctx, hash)
+	if isNotFound(err) {
+		return RefreshToken{}, Session{}, ErrInvalidRefresh
+	}
+	if err != nil {
+		return RefreshToken{}, Session{}, err
+	}
+	now := s.now()
+	if sess.RevokedAt != nil || !now.Before(sess.ExpiresAt) || !now.Before(rt.ExpiresAt) {
+		return RefreshToken{}, Session{}, ErrInvalidRefresh
+	}
+	return rt, sess, nil
 }
 
 // reused revokes the session whose rotated token came back, with every
@@ -857,20 +868,11 @@ func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug, re
 	if slug == "" {
 		return Pair{}, fault.Field("tenant", "tenant is required")
 	}
-	hash, ok := parseRefreshToken(refresh)
-	if !ok {
-		return Pair{}, ErrInvalidRefresh
-	}
-	rt, origin, err := s.store.refreshToken(ctx, hash)
-	if isNotFound(err) {
-		return Pair{}, ErrInvalidRefresh
-	}
+	rt, origin, err := s.liveRefresh(ctx, refresh)
 	if err != nil {
 		return Pair{}, err
 	}
-	now := s.now()
-	if origin.ID != id.SessionID || rt.UsedAt != nil || origin.RevokedAt != nil ||
-		!now.Before(origin.ExpiresAt) || !now.Before(rt.ExpiresAt) {
+	if origin.ID != id.SessionID || rt.UsedAt != nil {
 		return Pair{}, ErrInvalidRefresh
 	}
 	t, err := s.pickMembership(ctx, id.UserID, slug)
