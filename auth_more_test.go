@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"runtime"
@@ -12,11 +15,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"gorm.io/gorm"
 
 	"gatehouse/modules/auth"
 	"gatehouse/modules/tenant"
@@ -232,6 +237,83 @@ func TestConcurrentRightSignInsDoNotLock(t *testing.T) {
 		t.Fatalf("answers to %d concurrent right sign-ins: %v; want 200 or 429, never a lock", n, count)
 	}
 	app.login(t, "busy@example.com", pw, "") // not locked
+}
+
+// A password check that ends without an answer (here the client gone
+// while the account is read) is no failure: as many as the lockout
+// threshold neither lock the account nor hold up its next sign-in.
+func TestAbandonedChecksDoNotHoldUpSignIns(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			app := newTestApp(t, b, nil)
+			const pw = "correct horse battery"
+			app.register(t, "gone@example.com", pw, "")
+			body, _ := json.Marshal(auth.LoginRequest{Email: "gone@example.com", Password: pw})
+			hold := holdQueries(t, app, "users")
+			for range 5 {
+				ctx, cancel := context.WithCancel(context.Background())
+				rec := hold.during(func() *httpRecorder {
+					hr := httptest.NewRequestWithContext(ctx, "POST", "/v1/auth/login", bytes.NewReader(body))
+					hr.Header.Set("Content-Type", "application/json")
+					rec := httptest.NewRecorder()
+					app.ServeHTTP(rec, hr)
+					return rec
+				}, cancel)
+				if strings.Contains(rec.Body.String(), "access_token") {
+					t.Fatalf("a sign-in whose client went away before its account was read answered 200: %s", rec.Body)
+				}
+			}
+			app.login(t, "gone@example.com", pw, "")
+			if err := app.Close(); err != nil { // writes the audit queue
+				t.Fatal(err)
+			}
+			var failures, locks int64
+			conn := app.db.Conn(context.Background())
+			if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&failures).Error; err != nil || failures != 0 {
+				t.Fatalf("%d failed logins recorded (%v), want none", failures, err)
+			}
+			if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.lockout'").Scan(&locks).Error; err != nil || locks != 0 {
+				t.Fatalf("%d lockouts recorded (%v), want none", locks, err)
+			}
+		})
+	}
+}
+
+// One wrong password while four right sign-ins of the account are under
+// way is one failure, not the fifth: it does not lock the account.
+func TestOneTypoAmongRightSignInsDoesNotLock(t *testing.T) {
+	t.Parallel()
+	app := newTestApp(t, backends[0], nil)
+	const pw = "correct horse battery"
+	app.register(t, "devices@example.com", pw, "")
+	var holding atomic.Bool
+	arrived, gate := make(chan struct{}), make(chan struct{})
+	if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold-users", func(tx *gorm.DB) {
+		if tx.Statement.Table == "users" && holding.Load() {
+			arrived <- struct{}{}
+			<-gate
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	login := func(password string) *httpRecorder {
+		return app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: "devices@example.com", Password: password}})
+	}
+	holding.Store(true)
+	recs := make(chan *httpRecorder, 4)
+	for range 4 {
+		go func() { recs <- login(pw) }()
+		<-arrived
+	}
+	holding.Store(false)
+	wantStatus(t, login("a typo in it"), 401, "invalid_credentials")
+	close(gate)
+	for range 4 {
+		wantStatus(t, <-recs, 200, "")
+	}
+	app.login(t, "devices@example.com", pw, "")
 }
 
 // A stolen access token is no way around the lockout: a wrong current

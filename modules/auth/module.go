@@ -92,7 +92,7 @@ func (m *Module) Routes() []httpx.Route {
 		{Method: http.MethodPost, Path: "/v1/auth/login", Summary: "Sign in: a token pair for a session in one tenant", Tags: tags,
 			Description: "Wrong email and wrong password give the same 401 invalid_credentials in the same time. " +
 				"After auth.lockout_threshold failures the account answers 423 account_locked with Retry-After; " +
-				"more than that many checks of one account at once answer 429 too_many_attempts (Retry-After: 1).",
+				"a check that would take the account's failures and its checks under way past that many answers 429 too_many_attempts (Retry-After: 1).",
 			Auth: httpx.Public, Limits: []string{"login"}, Audit: "auth.login", In: LoginRequest{}, Out: Pair{}, Handle: m.login},
 		{Method: http.MethodPost, Path: "/v1/auth/refresh", Summary: "Rotate a refresh token for a new pair", Tags: tags,
 			Description: "Each refresh token works once. Presenting one that was already rotated revokes its whole session " +

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -200,23 +201,24 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	if err != nil {
 		return Pair{}, err
 	}
-	n, err := s.claimAttempt(ctx, email)
+	a, err := s.claimAttempt(ctx, email)
 	if err != nil {
 		return Pair{}, err
 	}
+	defer a.done()
 	if password == "" || len(password) > maxPassword {
 		// No account has such a password; still cost what a check costs.
 		if _, err := s.hasher.compare(ctx, nil, password); err != nil {
 			return Pair{}, err
 		}
-		return Pair{}, s.failLogin(ctx, email, "", "bad_password_length", n)
+		return Pair{}, s.failLogin(ctx, a, email, "", "bad_password_length")
 	}
 	u, err := s.store.userByEmail(ctx, email)
 	if isNotFound(err) {
 		if _, err := s.hasher.compare(ctx, nil, password); err != nil {
 			return Pair{}, err
 		}
-		return Pair{}, s.failLogin(ctx, email, "", "unknown_email", n)
+		return Pair{}, s.failLogin(ctx, a, email, "", "unknown_email")
 	}
 	if err != nil {
 		return Pair{}, err
@@ -224,27 +226,27 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	if ok, err := s.hasher.compare(ctx, []byte(u.PasswordHash), password); err != nil {
 		return Pair{}, err
 	} else if !ok {
-		return Pair{}, s.failLogin(ctx, email, u.ID, "wrong_password", n)
+		return Pair{}, s.failLogin(ctx, a, email, u.ID, "wrong_password")
 	}
 	if u.Status != statusActive {
-		return Pair{}, s.failLogin(ctx, email, u.ID, "user_"+u.Status, n)
+		return Pair{}, s.failLogin(ctx, a, email, u.ID, "user_"+u.Status)
 	}
 	t, err := s.pickMembership(ctx, u.ID, tenantSlug)
 	if err != nil {
 		if errors.Is(err, ErrTenantRequired) {
 			// The password was right: a user who forgets to name a
 			// tenant must not lock the account.
-			if err := s.resetAttempts(ctx, email); err != nil {
+			if err := a.pass(ctx); err != nil {
 				return Pair{}, err
 			}
 			return Pair{}, err
 		}
 		// Not a member there: the same answer as a wrong password, so
 		// memberships cannot be probed.
-		return Pair{}, s.failLogin(ctx, email, u.ID, "not_a_member", n)
+		return Pair{}, s.failLogin(ctx, a, email, u.ID, "not_a_member")
 	}
 	// The password was right: its check does not count.
-	if err := s.resetAttempts(ctx, email); err != nil {
+	if err := a.pass(ctx); err != nil {
 		return Pair{}, err
 	}
 	if !slices.Contains(strings.Fields(t.LoginMethods), "password") {
@@ -279,7 +281,7 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	if errors.Is(err, errSessionCauseGone) {
 		// The password changed since it was checked: this sign-in used
 		// the old one.
-		return Pair{}, s.failLogin(ctx, email, u.ID, "password_changed", n)
+		return Pair{}, s.failLogin(ctx, a, email, u.ID, "password_changed")
 	}
 	if err != nil {
 		return Pair{}, err
@@ -320,29 +322,83 @@ func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tena
 	return t, err
 }
 
+// An account's password checks are counted in two keys: login:fail: holds
+// the failures within the lockout window, login:checks: the checks under
+// way. A check is made only while the failures and the checks under way
+// together stay within the threshold, so concurrent guesses cannot all get
+// past the lock that the first ones' failures are about to write; and only
+// failures lock, so neither right sign-ins at once (an app on many
+// devices, a retry storm) nor checks that end without an answer (the
+// client gone, a store failing) lock the account or hold up its next
+// sign-ins.
+
+// attempt is a password check counted as under way, until it ends.
+type attempt struct {
+	s    *Service
+	key  string // the email's digest
+	once sync.Once
+}
+
 // claimAttempt refuses a password check for email while its account is
-// locked, and otherwise counts the check before it is made, returning its
-// number within the lockout window. Counted first, concurrent checks
-// cannot all get past the lock that the failures of the first ones are
-// about to write: a check numbered past the threshold is not made, and is
-// answered 429 with a second's wait. It does not lock the account: it may
-// be one of several right sign-ins at once (an app on many devices, a
-// retry storm), and only failures lock. A password check that succeeds
-// resets the count (resetAttempts); failLogin locks at the threshold.
-func (s *Service) claimAttempt(ctx context.Context, email string) (int64, error) {
-	if until, err := s.kv.Get(ctx, "login:lock:"+digest(email)); err == nil {
-		return 0, s.locked(until)
+// locked (423), or while the checks counted could lock it before this one
+// is made (429 with a second's wait); otherwise it counts the check as
+// under way. The caller ends it with fail or pass, and with done on every
+// other way out.
+func (s *Service) claimAttempt(ctx context.Context, email string) (*attempt, error) {
+	a := &attempt{s: s, key: digest(email)}
+	if until, err := s.kv.Get(ctx, "login:lock:"+a.key); err == nil {
+		return nil, s.locked(until)
 	} else if !errors.Is(err, kv.ErrNotFound) {
-		return 0, err
+		return nil, err
 	}
-	n, err := s.kv.Incr(ctx, "login:fail:"+digest(email), 1, s.cfg.LockoutDuration)
+	busy, err := s.kv.Incr(ctx, "login:checks:"+a.key, 1, s.cfg.LockoutDuration)
 	if err != nil {
+		return nil, err
+	}
+	// Read after the count: a failure is counted before its check stops
+	// being under way (fail), so no check escapes both.
+	failed, err := s.failures(ctx, a.key)
+	if err != nil || failed+busy > int64(s.cfg.LockoutThreshold) {
+		a.done()
+		return nil, cmp.Or(err, error(busyError{}))
+	}
+	return a, nil
+}
+
+func (s *Service) failures(ctx context.Context, key string) (int64, error) {
+	v, err := s.kv.Get(ctx, "login:fail:"+key)
+	if errors.Is(err, kv.ErrNotFound) {
+		return 0, nil
+	} else if err != nil {
 		return 0, err
 	}
-	if n > int64(s.cfg.LockoutThreshold) {
-		return 0, busyError{}
-	}
-	return n, nil
+	return strconv.ParseInt(string(v), 10, 64)
+}
+
+// fail counts the check as a failure, then ends it, and returns the
+// failures within the window. A client that goes away does not spare it.
+func (a *attempt) fail(ctx context.Context) (int64, error) {
+	defer a.done()
+	return a.s.kv.Incr(context.WithoutCancel(ctx), "login:fail:"+a.key, 1, a.s.cfg.LockoutDuration)
+}
+
+// pass ends the check, whose password was right, and forgets the
+// account's failures.
+func (a *attempt) pass(ctx context.Context) error {
+	defer a.done()
+	return a.s.kv.Delete(ctx, "login:fail:"+a.key)
+}
+
+// done ends the check, once, however it ended. The counter may expire under
+// checks still under way; their ends then take it below zero, letting as
+// many more checks in within its next window, at most the threshold.
+func (a *attempt) done() {
+	a.once.Do(func() {
+		if _, err := a.s.kv.Incr(context.Background(), "login:checks:"+a.key, -1, a.s.cfg.LockoutDuration); err != nil {
+			a.s.log.Warn("the end of a password check was not counted: the account's sign-ins may wait until the lockout window ends",
+				"error", err.Error())
+		}
+	})
 }
 
 // busyError is ErrChecksInFlight with the time to wait, for Retry-After.
@@ -352,23 +408,18 @@ func (busyError) Error() string             { return ErrChecksInFlight.Error() }
 func (busyError) Unwrap() error             { return ErrChecksInFlight }
 func (busyError) RetryAfter() time.Duration { return time.Second }
 
-// resetAttempts forgets the password checks counted for email.
-func (s *Service) resetAttempts(ctx context.Context, email string) error {
-	return s.kv.Delete(ctx, "login:fail:"+digest(email))
-}
-
 // lock locks the account of email for the lockout duration, unless it is
 // locked already, and returns the error that says so.
 func (s *Service) lock(ctx context.Context, email string, actor audit.Actor) error {
 	until := s.now().Add(s.cfg.LockoutDuration)
 	v := []byte(strconv.FormatInt(until.Unix(), 10))
-	stored, err := s.kv.SetNX(ctx, "login:lock:"+digest(email), v, s.cfg.LockoutDuration)
+	stored, err := s.kv.SetNX(context.WithoutCancel(ctx), "login:lock:"+digest(email), v, s.cfg.LockoutDuration)
 	if err != nil {
 		return err
 	}
-	// The count is left as it is: reset here, checks that passed the lock
-	// before it was written would count from 1 again. It expires before the
-	// lock does, as it began before it and lives as long.
+	// The failures are left as they are: reset here, checks under way as
+	// it was written would count from 1 again. They expire before the lock
+	// does, as they began before it and live as long.
 	if stored {
 		s.record(ctx, audit.Event{Action: "auth.lockout", Outcome: audit.Success, Actor: actor,
 			Metadata: map[string]any{"until": until}})
@@ -376,15 +427,19 @@ func (s *Service) lock(ctx context.Context, email string, actor audit.Actor) err
 	return s.locked(v)
 }
 
-// failLogin records a failed login, the n-th password check counted for
-// the email (claimAttempt), locks the account at the threshold, and slows
-// the next tries down before that.
-func (s *Service) failLogin(ctx context.Context, email, userID, reason string, n int64) error {
+// failLogin records a failed login, counts it against the account (a),
+// locks the account at the threshold, and slows the next tries down
+// before that.
+func (s *Service) failLogin(ctx context.Context, a *attempt, email, userID, reason string) error {
 	actor := audit.Anonymous(email)
 	if userID != "" {
 		actor = audit.User(userID)
 	}
 	s.record(ctx, audit.Event{Action: "auth.login", Outcome: audit.Failure, Actor: actor, Metadata: map[string]any{"reason": reason}})
+	n, err := a.fail(ctx)
+	if err != nil {
+		return err
+	}
 	if n >= int64(s.cfg.LockoutThreshold) {
 		return s.lock(ctx, email, actor)
 	}
@@ -823,10 +878,11 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	}
 	// Counted with the account's logins: an access token alone must not
 	// be a way to guess the password without a lockout.
-	n, err := s.claimAttempt(ctx, u.Email)
+	a, err := s.claimAttempt(ctx, u.Email)
 	if err != nil {
 		return err
 	}
+	defer a.done()
 	ok := false
 	if len(current) <= maxPassword {
 		if ok, err = s.hasher.compare(ctx, []byte(u.PasswordHash), current); err != nil {
@@ -836,12 +892,14 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	if !ok {
 		s.record(ctx, audit.Event{Action: "auth.password_change", Outcome: audit.Failure, TenantID: id.TenantID,
 			Actor: audit.User(id.UserID), Metadata: map[string]any{"reason": "wrong_current_password"}})
-		if n >= int64(s.cfg.LockoutThreshold) {
+		if n, err := a.fail(ctx); err != nil {
+			return err
+		} else if n >= int64(s.cfg.LockoutThreshold) {
 			return s.lock(ctx, u.Email, audit.User(u.ID))
 		}
 		return ErrWrongPassword
 	}
-	if err := s.resetAttempts(ctx, u.Email); err != nil {
+	if err := a.pass(ctx); err != nil {
 		return err
 	}
 	hash, err := s.hasher.hash(ctx, next)
