@@ -473,6 +473,20 @@ func TestSwitchTenantStaysInItsSignIn(t *testing.T) {
 	wantStatus(t, app.refresh(child.RefreshToken, t), 401, "invalid_refresh_token")
 	wantStatus(t, app.me(t, other.AccessToken), 200, "") // another sign-in
 
+	// Past the grace window a rotated token is a reuse at switch-tenant
+	// too: whoever holds the other copy loses the sign-in.
+	if err := app.db.Conn(context.Background()).Exec("UPDATE tenants SET refresh_grace_window_ms = 0").Error; err != nil {
+		t.Fatal(err)
+	}
+	r := app.login(t, "olga@example.com", pw, "default")
+	rec = app.refresh(r.RefreshToken, t)
+	wantStatus(t, rec, 200, "")
+	r2 := decode[auth.Pair](t, rec)
+	wantStatus(t, sw(r2, r.RefreshToken), 401, "refresh_token_reused")
+	wantRejected(t, app.me(t, r2.AccessToken))
+	wantStatus(t, app.refresh(r2.RefreshToken, t), 401, "invalid_refresh_token")
+	wantStatus(t, app.me(t, other.AccessToken), 200, "") // another sign-in
+
 	// Logout from the switched-to session ends the one it came from.
 	q := app.login(t, "olga@example.com", pw, "default")
 	rec = sw(q, q.RefreshToken)

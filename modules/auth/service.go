@@ -930,7 +930,19 @@ func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug, re
 	if err != nil {
 		return Pair{}, err
 	}
-	if origin.ID != id.SessionID || rt.UsedAt != nil {
+	if rt.UsedAt != nil {
+		// Rotated: past the grace window in which a refresh may race
+		// this switch, its coming back is a reuse, as at refresh.
+		from, err := s.tenants.TenantByID(ctx, origin.TenantID)
+		if err != nil {
+			return Pair{}, err
+		}
+		if rt.UsedAt.Before(s.now().Add(-from.RefreshGraceWindow)) {
+			return Pair{}, s.reused(ctx, origin)
+		}
+		return Pair{}, ErrInvalidRefresh
+	}
+	if origin.ID != id.SessionID {
 		return Pair{}, ErrInvalidRefresh
 	}
 	t, err := s.pickMembership(ctx, id.UserID, slug)
