@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,6 +254,41 @@ func TestDenylistSurvivesALostStore(t *testing.T) {
 			}
 			wantRejected(t, check.me(t, revoked))
 			wantStatus(t, check.me(t, kept), 200, "")
+		})
+	}
+}
+
+// The request that begins a denylist rebuild may be given up by its
+// client; the rebuild still finishes, for the requests waiting on it.
+func TestDenylistRebuildOutlivesItsRequest(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			app := newTestApp(t, b, nil)
+			app.register(t, "gave-up@example.com", "correct horse battery", "")
+			revoked := app.login(t, "gave-up@example.com", "correct horse battery", "").AccessToken
+			kept := app.login(t, "gave-up@example.com", "correct horse battery", "").AccessToken
+			wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/logout", bearer: revoked}), 204, "")
+			ctx := context.Background()
+			sid := "deny:sid:" + claims(t, revoked).SessionID
+			if err := app.kv.Delete(ctx, sid, "deny:jti:"+claims(t, revoked).ID, "deny:epoch"); err != nil {
+				t.Fatal(err)
+			}
+			gone, cancel := context.WithCancel(ctx)
+			holdQueries(t, app, "sessions").during(func() *httpRecorder {
+				hr := httptest.NewRequestWithContext(gone, "GET", "/v1/auth/me", nil)
+				hr.Header.Set("Authorization", "Bearer "+kept)
+				rec := httptest.NewRecorder()
+				app.ServeHTTP(rec, hr)
+				return rec
+			}, cancel)
+			for _, key := range []string{"deny:epoch", sid} {
+				if _, err := app.kv.Get(ctx, key); err != nil {
+					t.Errorf("%s after the rebuild's request was given up: %v", key, err)
+				}
+			}
+			wantRejected(t, app.me(t, revoked))
 		})
 	}
 }

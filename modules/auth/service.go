@@ -667,6 +667,11 @@ func (s *Service) denylistReady(ctx context.Context) error {
 func (s *Service) rebuildDenylist(ctx context.Context) error {
 	s.rebuildMu.Lock()
 	defer s.rebuildMu.Unlock()
+	// It outlives the request that began it: the requests waiting on the
+	// lock need it done, and with thousands of sessions it takes a while,
+	// so a client that gave up would leave the next to start it again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rebuildTimeout)
+	defer cancel()
 	if _, err := kv.Shared(s.kv).Get(ctx, denyEpochKey); err == nil {
 		return nil
 	}
@@ -678,6 +683,9 @@ func (s *Service) rebuildDenylist(ctx context.Context) error {
 	s.log.InfoContext(ctx, "access-token denylist rebuilt from the database", "revoked_sessions", n)
 	return s.kv.Set(ctx, denyEpochKey, []byte(now.Format(time.RFC3339)), 0)
 }
+
+// rebuildTimeout bounds a denylist rebuild.
+const rebuildTimeout = time.Minute
 
 // denyWindow is how long after a session's revocation its denial is kept:
 // past the exp of every access token issued in it.
