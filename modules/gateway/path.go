@@ -129,7 +129,8 @@ func escapeHigh(q string) string {
 // skeleton is a path as a lenient upstream may read it: compatibility
 // forms folded (NFKC: a fullwidth "ａ" is "a", a fullwidth "／" a slash),
 // invisible characters dropped (format characters such as U+200B, variation
-// selectors, other default-ignorable ones), and each segment without the
+// selectors, other default-ignorable ones), letters whose other case is
+// ASCII taken as that (the dotless "ı" as "I"), and each segment without the
 // white space around it or the dots after it, which IIS, Windows and
 // Spring trim. The gateway refuses a path whose skeleton names a nested
 // route's prefix (serve): "/api/admin./users" or "/api/admin%C2%A0/users"
@@ -150,6 +151,15 @@ func skeleton(p string) string {
 	p = strings.Map(func(r rune) rune {
 		if unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
 			return -1
+		}
+		// A letter whose other case is ASCII is read as that letter by
+		// stacks that compare paths in either case: .NET's
+		// OrdinalIgnoreCase reads "ı" as "I", and "İ" as "i".
+		if u := unicode.ToUpper(r); r >= utf8.RuneSelf && u < utf8.RuneSelf {
+			return u
+		}
+		if l := unicode.ToLower(r); r >= utf8.RuneSelf && l < utf8.RuneSelf {
+			return l
 		}
 		return r
 	}, norm.NFKC.String(p))

@@ -328,7 +328,10 @@ func TestNestedRouteLookalikes(t *testing.T) {
 		// NFKC folds a fullwidth full stop, slash or letter to ASCII, and
 		// default-ignorable characters are dropped by stacks that strip them.
 		"/api/admin%EF%BC%8E/users", "/api/admin%EF%BC%8Fusers", "/api/%EF%BD%81dmin/users",
-		"/api/admin%CD%8F/users", "/api/admin%EF%B8%8F/users", "/api/admin%E3%85%A4/users"} {
+		"/api/admin%CD%8F/users", "/api/admin%EF%B8%8F/users", "/api/admin%E3%85%A4/users",
+		// Letters whose other case is ASCII, as stacks that ignore case
+		// read them: the dotless i, the dotted capital I.
+		"/api/adm%C4%B1n/users", "/api/adm%C4%B0n/users"} {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_path"`) {
 			t.Errorf("%s: %d %.90s, want 400 invalid_path", p, res.StatusCode, body)
@@ -344,7 +347,7 @@ func TestNestedRouteLookalikes(t *testing.T) {
 	for _, p := range []string{"/api/my%20file", "/api/a.b/.well-known", "/api/x...y", "/api/%C3%A9t%C3%A9",
 		"/api/servers/localhost/zones/example.org.", "/api/servers/localhost/zones/example.org./records",
 		"/api/tags/%F0%9F%91%A8%E2%80%8D%F0%9F%92%BB", "/api/wiki/%D9%85%DB%8C%E2%80%8C%D8%AE%D9%88%D8%A7%D9%87%D9%85",
-		"/api/administrator.", "/api/x/admin."} {
+		"/api/administrator.", "/api/x/admin.", "/api/k%C4%B1z"} {
 		res, body := h.raw("GET " + p + " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
 		if s := decodeSeen(t, res, body); s.RequestURI != p {
 			t.Errorf("%s arrived as %s", p, s.RequestURI)
