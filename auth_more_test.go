@@ -281,6 +281,90 @@ func TestAbandonedChecksDoNotHoldUpSignIns(t *testing.T) {
 	}
 }
 
+// usersHold holds every query of the users table while armed, as a slow
+// database would, and counts the requests it holds; open lets them go.
+type usersHold struct {
+	armed   atomic.Bool
+	arrived atomic.Int64
+	mu      sync.Mutex
+	gate    chan struct{}
+}
+
+func holdUsers(t *testing.T, app testApp) *usersHold {
+	h := &usersHold{gate: make(chan struct{})}
+	if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold-users", func(tx *gorm.DB) {
+		if tx.Statement.Table == "users" && h.armed.Load() {
+			h.mu.Lock()
+			gate := h.gate
+			h.mu.Unlock()
+			h.arrived.Add(1)
+			<-gate
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// open lets the held requests go, and holds no more until armed again.
+func (h *usersHold) open() {
+	h.armed.Store(false)
+	h.mu.Lock()
+	close(h.gate)
+	h.gate = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// burst sends n sign-ins of email with wrong passwords at once, under ctx,
+// with h armed, and returns when each is held or answered: how many are
+// held (their password checks admitted), and finish, which lets them go
+// and returns the answers' status codes.
+func (h *usersHold) burst(t *testing.T, app testApp, ctx context.Context, email string, n int) (int64, func() map[int]int) {
+	h.arrived.Store(0)
+	h.armed.Store(true)
+	var answered atomic.Int64
+	codes := make(chan int, n)
+	for i := range n {
+		go func() {
+			body, _ := json.Marshal(auth.LoginRequest{Email: email, Password: "wrong password " + strconv.Itoa(i)})
+			hr := httptest.NewRequestWithContext(ctx, "POST", "/v1/auth/login", bytes.NewReader(body))
+			hr.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			app.ServeHTTP(rec, hr)
+			answered.Add(1)
+			codes <- rec.Code
+		}()
+	}
+	for h.arrived.Load()+answered.Load() < int64(n) {
+		time.Sleep(time.Millisecond)
+	}
+	return h.arrived.Load(), func() map[int]int {
+		h.open()
+		count := map[int]int{}
+		for range n {
+			count[<-codes]++
+		}
+		return count
+	}
+}
+
+// loginAudit counts the failed sign-ins and the lockouts in the audit log,
+// once the app is closed (which writes its queue).
+func loginAudit(t *testing.T, app testApp) (failures, locks int64) {
+	t.Helper()
+	if err := app.Close(); err != nil {
+		t.Fatal(err)
+	}
+	conn := app.db.Conn(context.Background())
+	if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&failures).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.lockout'").Scan(&locks).Error; err != nil {
+		t.Fatal(err)
+	}
+	return failures, locks
+}
+
 // One wrong password while four right sign-ins of the account are under
 // way is one failure, not the fifth: it does not lock the account.
 func TestOneTypoAmongRightSignInsDoesNotLock(t *testing.T) {
@@ -288,32 +372,76 @@ func TestOneTypoAmongRightSignInsDoesNotLock(t *testing.T) {
 	app := newTestApp(t, backends[0], nil)
 	const pw = "correct horse battery"
 	app.register(t, "devices@example.com", pw, "")
-	var holding atomic.Bool
-	arrived, gate := make(chan struct{}), make(chan struct{})
-	if err := app.db.Conn(context.Background()).Callback().Query().Before("gorm:query").Register("test:hold-users", func(tx *gorm.DB) {
-		if tx.Statement.Table == "users" && holding.Load() {
-			arrived <- struct{}{}
-			<-gate
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	h := holdUsers(t, app)
 	login := func(password string) *httpRecorder {
 		return app.do(t, req{method: "POST", path: "/v1/auth/login", body: auth.LoginRequest{Email: "devices@example.com", Password: password}})
 	}
-	holding.Store(true)
+	h.armed.Store(true)
 	recs := make(chan *httpRecorder, 4)
-	for range 4 {
+	for i := range 4 {
 		go func() { recs <- login(pw) }()
-		<-arrived
+		for h.arrived.Load() <= int64(i) {
+			time.Sleep(time.Millisecond)
+		}
 	}
-	holding.Store(false)
+	h.armed.Store(false)
 	wantStatus(t, login("a typo in it"), 401, "invalid_credentials")
-	close(gate)
+	h.open()
 	for range 4 {
 		wantStatus(t, <-recs, 200, "")
 	}
 	app.login(t, "devices@example.com", pw, "")
+}
+
+// Checks under way count until they end, however long the lockout window:
+// four wrong guesses still being checked as the window ends, then a burst,
+// get five checks in all, not four more than the threshold (review: a
+// counter of checks that expired under them let them count below zero).
+func TestChecksUnderWayOutlastTheLockoutWindow(t *testing.T) {
+	t.Parallel()
+	app := newTestApp(t, backends[0], func(c *config.Config) { c.Auth.LockoutDuration = 2 * time.Second })
+	const email = "window@example.com"
+	app.register(t, email, "correct horse battery", "")
+	h := holdUsers(t, app)
+	held, finish := h.burst(t, app, context.Background(), email, 4)
+	if held != 4 {
+		t.Fatalf("%d of 4 guesses checked", held)
+	}
+	time.Sleep(2300 * time.Millisecond) // the window ends under them
+	if got := finish(); got[401] != 4 {
+		t.Fatalf("answers to the 4 guesses: %v, want 4 × 401", got)
+	}
+	held, finish = h.burst(t, app, context.Background(), email, 20)
+	codes := finish()
+	if failures, locks := loginAudit(t, app); held != 1 || failures != 5 || locks != 1 {
+		t.Fatalf("after 4 failures a burst of 20 had %d checked (answers %v); %d failures and %d lockouts audited, want 1, 5 and 1",
+			held, codes, failures, locks)
+	}
+}
+
+// Checks whose clients gave up bank no guesses: rounds of them, each held
+// past the lockout window, leave a later burst its five checks, no more.
+func TestAbandonedChecksBankNoGuesses(t *testing.T) {
+	t.Parallel()
+	app := newTestApp(t, backends[0], func(c *config.Config) { c.Auth.LockoutDuration = 2 * time.Second })
+	const email = "bank@example.com"
+	app.register(t, email, "correct horse battery", "")
+	h := holdUsers(t, app)
+	for round := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		held, finish := h.burst(t, app, ctx, email, 40)
+		time.Sleep(2300 * time.Millisecond)
+		cancel()
+		if codes := finish(); held != 5 || codes[429] != 35 {
+			t.Fatalf("round %d: %d of 40 checked, answers %v; want 5 checked, 35 × 429", round+1, held, codes)
+		}
+	}
+	held, finish := h.burst(t, app, context.Background(), email, 40)
+	codes := finish()
+	if failures, locks := loginAudit(t, app); held != 5 || failures != 5 || locks != 1 {
+		t.Fatalf("a burst of 40 after abandoned rounds had %d checked (answers %v); %d failures and %d lockouts audited, want 5, 5 and 1",
+			held, codes, failures, locks)
+	}
 }
 
 // A stolen access token is no way around the lockout: a wrong current

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -201,6 +200,8 @@ func (s *Service) Login(ctx context.Context, email, password, tenantSlug string,
 	if err != nil {
 		return Pair{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, maxCheck)
+	defer cancel()
 	a, err := s.claimAttempt(ctx, email)
 	if err != nil {
 		return Pair{}, err
@@ -323,19 +324,29 @@ func (s *Service) pickMembership(ctx context.Context, userID, slug string) (Tena
 }
 
 // An account's password checks are counted in two keys: login:fail: holds
-// the failures within the lockout window, login:checks: the checks under
-// way. A check is made only while the failures and the checks under way
-// together stay within the threshold, so concurrent guesses cannot all get
-// past the lock that the first ones' failures are about to write; and only
-// failures lock, so neither right sign-ins at once (an app on many
-// devices, a retry storm) nor checks that end without an answer (the
-// client gone, a store failing) lock the account or hold up its next
-// sign-ins.
+// the failures within the lockout window, login:checks: a hold (kv.Hold)
+// for each check under way. A check is made only while the failures and
+// the checks under way together stay within the threshold, so concurrent
+// guesses cannot all get past the lock that the first ones' failures are
+// about to write; and only failures lock, so neither right sign-ins at
+// once (an app on many devices, a retry storm) nor checks that end without
+// an answer (the client gone, a store failing) lock the account or hold up
+// its next sign-ins. Each check ends its own hold, or the hold ends by
+// itself after checkHold: nothing a check does can count another's end,
+// and an instance that dies mid-check holds the account up for no longer.
+
+// maxCheck bounds a password check, its queue for bcrypt included: its
+// context ends then. Its hold lasts longer, so that it never ends first.
+const (
+	maxCheck  = 2 * time.Minute
+	checkHold = maxCheck + 30*time.Second
+)
 
 // attempt is a password check counted as under way, until it ends.
 type attempt struct {
 	s    *Service
 	key  string // the email's digest
+	id   string // its hold on login:checks:
 	once sync.Once
 }
 
@@ -343,24 +354,34 @@ type attempt struct {
 // locked (423), or while the checks counted could lock it before this one
 // is made (429 with a second's wait); otherwise it counts the check as
 // under way. The caller ends it with fail or pass, and with done on every
-// other way out.
+// other way out, and makes it within maxCheck.
 func (s *Service) claimAttempt(ctx context.Context, email string) (*attempt, error) {
-	a := &attempt{s: s, key: digest(email)}
+	a := &attempt{s: s, key: digest(email), id: newID()}
 	if until, err := s.kv.Get(ctx, "login:lock:"+a.key); err == nil {
 		return nil, s.locked(until)
 	} else if !errors.Is(err, kv.ErrNotFound) {
 		return nil, err
 	}
-	busy, err := s.kv.Incr(ctx, "login:checks:"+a.key, 1, s.cfg.LockoutDuration)
+	busy, err := s.kv.Hold(ctx, "login:checks:"+a.key, a.id, checkHold)
 	if err != nil {
+		a.done() // the hold may have been made, its answer lost
 		return nil, err
 	}
-	// Read after the count: a failure is counted before its check stops
-	// being under way (fail), so no check escapes both.
+	// Read after the hold: a failure is counted before its check's hold
+	// ends (fail), so no check escapes both.
 	failed, err := s.failures(ctx, a.key)
-	if err != nil || failed+busy > int64(s.cfg.LockoutThreshold) {
+	switch {
+	case err != nil:
 		a.done()
-		return nil, cmp.Or(err, error(busyError{}))
+		return nil, err
+	case failed >= int64(s.cfg.LockoutThreshold):
+		// The lock the last failure wrote is missing (its write failed):
+		// written now, or every sign-in would wait for the window's end.
+		a.done()
+		return nil, s.lock(ctx, email, audit.Anonymous(email))
+	case failed+busy > int64(s.cfg.LockoutThreshold):
+		a.done()
+		return nil, busyError{}
 	}
 	return a, nil
 }
@@ -389,14 +410,12 @@ func (a *attempt) pass(ctx context.Context) error {
 	return a.s.kv.Delete(ctx, "login:fail:"+a.key)
 }
 
-// done ends the check, once, however it ended. The counter may expire under
-// checks still under way; their ends then take it below zero, letting as
-// many more checks in within its next window, at most the threshold.
+// done ends the check's hold, once, however the check ended. If the store
+// cannot be reached, the hold ends by itself after checkHold.
 func (a *attempt) done() {
 	a.once.Do(func() {
-		if _, err := a.s.kv.Incr(context.Background(), "login:checks:"+a.key, -1, a.s.cfg.LockoutDuration); err != nil {
-			a.s.log.Warn("the end of a password check was not counted: the account's sign-ins may wait until the lockout window ends",
-				"error", err.Error())
+		if err := a.s.kv.Release(context.Background(), "login:checks:"+a.key, a.id); err != nil {
+			a.s.log.Warn("a password check's hold was not released: it ends by itself", "within", checkHold.String(), "error", err.Error())
 		}
 	})
 }
@@ -886,6 +905,8 @@ func (s *Service) ChangePassword(ctx context.Context, id *httpx.Identity, curren
 	}
 	// Counted with the account's logins: an access token alone must not
 	// be a way to guess the password without a lockout.
+	ctx, cancel := context.WithTimeout(ctx, maxCheck)
+	defer cancel()
 	a, err := s.claimAttempt(ctx, u.Email)
 	if err != nil {
 		return err

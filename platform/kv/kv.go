@@ -73,6 +73,17 @@ type Store interface {
 	// sum would overflow an int64.
 	Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
 
+	// Hold records member as holding key until ttl (positive) from now,
+	// forgets the members whose time is up, and returns how many hold key,
+	// member included. It counts work under way across instances: each
+	// hold ends by Release or by its own ttl, so one whose instance died
+	// ends by itself, and none ends another's. A key used for holds holds
+	// nothing else.
+	Hold(ctx context.Context, key, member string, ttl time.Duration) (int64, error)
+
+	// Release ends member's hold on key, if it still holds it.
+	Release(ctx context.Context, key, member string) error
+
 	// Publish sends msg to every current subscriber of channel and returns
 	// how many subscriptions it was handed to.
 	Publish(ctx context.Context, channel string, msg []byte) (int64, error)

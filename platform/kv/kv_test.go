@@ -372,6 +372,77 @@ func runContract(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("Hold", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		hold := func(member string, ttl time.Duration, want int64) {
+			t.Helper()
+			if n, err := s.Hold(ctx, "h", member, ttl); n != want || err != nil {
+				t.Fatalf("Hold(%s) = %d, %v; want %d", member, n, err, want)
+			}
+		}
+		hold("a", time.Minute, 1)
+		hold("b", time.Minute, 2)
+		hold("a", time.Minute, 2) // held already: held longer, counted once
+		if err := s.Release(ctx, "h", "a"); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range [][2]string{{"h", "a"}, {"h", "nobody"}, {"absent", "a"}} {
+			if err := s.Release(ctx, k[0], k[1]); err != nil {
+				t.Fatalf("Release(%s, %s) of no hold: %v", k[0], k[1], err)
+			}
+		}
+		hold("c", time.Minute, 2)
+		// A hold ends by itself after its ttl, and only its own.
+		hold("short", 300*time.Millisecond, 3)
+		time.Sleep(500 * time.Millisecond)
+		hold("d", time.Minute, 3)
+		if _, err := s.Hold(ctx, "h", "e", 0); err == nil {
+			t.Fatal("Hold with no ttl: err = nil, want an error")
+		}
+		// A key lasts as long as its last hold, no longer.
+		if err := s.Release(ctx, "h2", "x"); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.Hold(ctx, "h2", "x", 300*time.Millisecond); n != 1 || err != nil {
+			t.Fatalf("Hold on a new key = %d, %v; want 1", n, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if ok, err := s.ExistsAny(ctx, "h2"); ok || err != nil {
+			t.Fatalf("a key whose holds all ended: exists %v, %v; want gone", ok, err)
+		}
+		// A plain key is not touched by a Release.
+		mustSet(t, s, "plain", "v", 0)
+		if err := s.Release(ctx, "plain", "x"); err != nil && !strings.Contains(err.Error(), "WRONGTYPE") {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, "plain"); string(got) != "v" || err != nil {
+			t.Fatalf("plain key after Release = %q, %v; want v", got, err)
+		}
+	})
+
+	t.Run("HoldConcurrent", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, newPrefix())
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Go(func() {
+				if _, err := s.Hold(ctx, "c", strconv.Itoa(i), time.Minute); err != nil {
+					t.Error(err)
+				}
+				if i%4 == 0 {
+					if err := s.Release(ctx, "c", strconv.Itoa(i)); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n, err := s.Hold(ctx, "c", "last", time.Minute); n != 31 || err != nil {
+			t.Fatalf("after 40 holds, 10 released, one more: %d, %v; want 31", n, err)
+		}
+	})
+
 	t.Run("PublishSubscribe", func(t *testing.T) {
 		t.Parallel()
 		prefix := newPrefix()

@@ -31,7 +31,8 @@ type Memory struct {
 
 type item struct {
 	value   []byte
-	expires time.Time // zero: never
+	expires time.Time            // zero: never
+	holds   map[string]time.Time // Hold's members, with when each hold ends
 }
 
 func (it item) expired(now time.Time) bool {
@@ -223,6 +224,49 @@ func (m *Memory) Incr(ctx context.Context, key string, delta int64, ttl time.Dur
 	it.value = strconv.AppendInt(nil, n, 10)
 	m.items[key] = it
 	return n, nil
+}
+
+// Hold records member as holding key; see Store.Hold.
+func (m *Memory) Hold(ctx context.Context, key, member string, ttl time.Duration) (int64, error) {
+	if ttl <= 0 {
+		return 0, errors.New("kv: hold: the ttl must be positive")
+	}
+	if err := m.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer m.mu.Unlock()
+	now := time.Now()
+	it, _ := m.live(key)
+	if it.holds == nil {
+		it.holds = make(map[string]time.Time)
+	}
+	for k, end := range it.holds {
+		if !now.Before(end) {
+			delete(it.holds, k)
+		}
+	}
+	end := now.Add(ttl)
+	it.holds[member] = end
+	if end.After(it.expires) { // the key lasts as long as its last hold
+		it.expires = end
+	}
+	m.items[key] = it
+	return int64(len(it.holds)), nil
+}
+
+// Release ends member's hold on key; see Store.Release.
+func (m *Memory) Release(ctx context.Context, key, member string) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	if it, ok := m.live(key); ok && it.holds != nil {
+		delete(it.holds, member)
+		if len(it.holds) == 0 {
+			delete(m.items, key)
+		}
+	}
+	return nil
 }
 
 // Publish calls every subscriber of channel on this Memory before it

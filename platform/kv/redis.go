@@ -29,6 +29,22 @@ end
 return n
 `
 
+// holdSource adds ARGV[1] to the sorted set at KEYS[1], scored by when its
+// hold ends (ARGV[2] milliseconds from now by the server's clock, the one
+// clock every instance shares), drops the holds that have ended, keeps the
+// key as long as its last hold, and returns how many hold it.
+const holdSource = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then
+	redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return redis.call('ZCARD', KEYS[1])
+`
+
 // Redis is a Store kept in Redis, shared by every instance that uses the same
 // server and prefix. The prefix goes in front of every key and channel name,
 // so several deployments, or tests, can share one server.
@@ -36,6 +52,7 @@ type Redis struct {
 	client redis.UniversalClient
 	prefix string
 	incr   *redis.Script
+	hold   *redis.Script
 
 	mu     sync.Mutex
 	closed bool
@@ -66,6 +83,7 @@ func NewRedis(ctx context.Context, url, prefix string) (*Redis, error) {
 		client: client,
 		prefix: prefix,
 		incr:   redis.NewScript(incrSource),
+		hold:   redis.NewScript(holdSource),
 		done:   make(chan struct{}),
 	}, nil
 }
@@ -310,6 +328,26 @@ func (r *Redis) Incr(ctx context.Context, key string, delta int64, ttl time.Dura
 		return 0, fail("incr", err)
 	}
 	return n, nil
+}
+
+// Hold records member as holding key; see Store.Hold.
+func (r *Redis) Hold(ctx context.Context, key, member string, ttl time.Duration) (int64, error) {
+	if ttl <= 0 {
+		return 0, errors.New("kv: hold: the ttl must be positive")
+	}
+	n, err := r.hold.Run(ctx, r.client, []string{r.prefix + key}, member, max(ttl.Milliseconds(), 1)).Int64()
+	if err != nil {
+		return 0, fail("hold", err)
+	}
+	return n, nil
+}
+
+// Release ends member's hold on key; see Store.Release.
+func (r *Redis) Release(ctx context.Context, key, member string) error {
+	if err := r.client.ZRem(ctx, r.prefix+key, member).Err(); err != nil {
+		return fail("release", err)
+	}
+	return nil
 }
 
 // Publish sends msg to the subscribers of channel on every instance.

@@ -14,7 +14,7 @@ import (
 var redisCommands = []string{
 	"get", "set", "setnx", "getdel", "getex", "mget", "mset", "del", "unlink", "exists",
 	"incr", "incrby", "decr", "decrby", "expire", "pexpire", "ttl", "pttl",
-	"eval", "evalsha", "script", "publish", "ping", "scan", "multi", "exec", "hello",
+	"eval", "evalsha", "script", "publish", "ping", "scan", "multi", "exec", "hello", "zrem",
 }
 
 // RedisHook returns a go-redis hook that counts each command in
