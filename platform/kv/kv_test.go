@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -720,5 +722,96 @@ func TestMemorySweepsIdleKeys(t *testing.T) {
 			t.Fatalf("%d keys held after expiry with nobody reading; want 1", n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cutProxy forwards TCP to target, except that the first command holding
+// marker reaches Redis and its reply is lost: the connection is cut.
+func cutProxy(t *testing.T, target, marker string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var cut atomic.Bool
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			var lost atomic.Bool
+			go func() { // replies
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 && !lost.Load() {
+						c.Write(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() { // commands
+				defer s.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						lose := !cut.Load() && bytes.Contains(bytes.ToLower(buf[:n]), []byte(marker))
+						lost.Store(lose)
+						s.Write(buf[:n])
+						if lose {
+							cut.Store(true)
+							time.Sleep(100 * time.Millisecond) // Redis has run it
+							c.Close()
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A reply lost after Redis ran the command is an error, not a second run
+// (review: go-redis retried it, so an Incr added its delta twice, and a
+// failed sign-in counted as two).
+func TestRedisLostReplyIsNotRunAgain(t *testing.T) {
+	url := testenv.Need(t, testenv.EnvRedis)
+	target := strings.SplitN(strings.TrimPrefix(url, "redis://"), "/", 2)[0]
+	prefix := newPrefix()
+	admin, _, _, err := newClient(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	defer testenv.DeleteKeys(t, admin, prefix)
+	ctx := context.Background()
+	s, err := NewRedis(ctx, "redis://"+cutProxy(t, target, "evalsha")+"/0", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Client().ScriptLoad(ctx, incrSource).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Incr(ctx, "fail:x", 1, time.Minute)
+	if stored, _ := admin.Get(ctx, prefix+"fail:x").Result(); stored != "1" || (err == nil && n != 1) {
+		t.Errorf("one Incr by 1 whose reply was lost: returned %d, %v; stored %q, want 1", n, err, stored)
+	}
+	if n, err := s.Incr(ctx, "fail:x", 1, time.Minute); n != 2 || err != nil {
+		t.Errorf("the next Incr: %d, %v; want 2", n, err)
 	}
 }

@@ -118,6 +118,7 @@ func newClient(raw string) (client redis.UniversalClient, where string, secrets 
 		if err != nil {
 			return nil, "", nil, redact(fmt.Errorf("kv: %s: %w", where, err), secrets)
 		}
+		opt.MaxRetries = noRetries(opt.MaxRetries)
 		return redis.NewClient(opt), where, secrets, nil
 	}
 
@@ -145,7 +146,21 @@ func newClient(raw string) (client redis.UniversalClient, where string, secrets 
 		}
 		opt.Addrs = append(opt.Addrs, net.JoinHostPort(u.Hostname(), port))
 	}
+	opt.MaxRetries = noRetries(opt.MaxRetries)
 	return redis.NewClusterClient(opt), where, secrets, nil
+}
+
+// noRetries turns go-redis's default of three retries off, unless the URL
+// set max_retries. A command whose reply was lost after Redis ran it would
+// run again: a counter added to twice, a rate-limit script charging one
+// request twice and refusing it. A lost reply is an error instead, which
+// the caller handles as any other (on_error; the Mirror's announcement).
+// Redirects within a cluster (MOVED, ASK) are not retries and still work.
+func noRetries(set int) int {
+	if set == 0 {
+		return -1
+	}
+	return set
 }
 
 // redactedError is an error whose text has had secrets cut out. Unwrap still
