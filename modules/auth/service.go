@@ -91,9 +91,15 @@ type Service struct {
 	// compared against when the email is unknown, so that an unknown email
 	// costs the same bcrypt time as a wrong password.
 	hasher *hasher
-	// rebuildMu lets one request rebuild the denylist while the others
-	// wait for it (see denylistReady).
-	rebuildMu sync.Mutex
+	// rebuilding lets one request rebuild the denylist while the others
+	// wait for it, or for their contexts' end (see denylistReady); held,
+	// it guards how the last rebuild that failed ended, and when.
+	rebuilding chan struct{}
+	rebuildErr error
+	rebuiltAt  time.Time
+	// life ends with Close: a rebuild begun by a request ends with it.
+	life context.Context
+	end  context.CancelFunc
 }
 
 func newService(st store, tenants Tenants, roles Roles, limits Limits, tokens *token.Service, store kv.Store, cfg Config, log *slog.Logger, events audit.Recorder) (*Service, error) {
@@ -102,12 +108,15 @@ func newService(st store, tenants Tenants, roles Roles, limits Limits, tokens *t
 		h.procs = newHelpers(cfg.BcryptConcurrency, cfg.BcryptWorker)
 	}
 	h.warm()
+	life, end := context.WithCancel(context.Background())
 	return &Service{store: st, tenants: tenants, roles: roles, limits: limits, tokens: tokens, kv: store, cfg: cfg, log: log, events: events,
-		now: func() time.Time { return time.Now().UTC() }, hasher: h}, nil
+		now: func() time.Time { return time.Now().UTC() }, hasher: h, life: life, end: end, rebuilding: make(chan struct{}, 1)}, nil
 }
 
-// Close stops the idle bcrypt helper processes.
+// Close ends a denylist rebuild under way and stops the idle bcrypt helper
+// processes.
 func (s *Service) Close() {
+	s.end()
 	if s.hasher.procs != nil {
 		s.hasher.procs.close()
 	}
@@ -676,35 +685,55 @@ func (s *Service) denylistReady(ctx context.Context) error {
 	} else if !errors.Is(err, kv.ErrNotFound) {
 		return err
 	}
-	return s.rebuildDenylist(ctx)
+	return s.rebuildDenylist(ctx, true)
 }
 
 // rebuildDenylist writes the denials of the sessions revoked within an
 // access token's lifetime, then the marker; unless the marker, read from
 // the shared store, shows that it was rebuilt while this call waited for
-// the lock.
-func (s *Service) rebuildDenylist(ctx context.Context) error {
-	s.rebuildMu.Lock()
-	defer s.rebuildMu.Unlock()
-	// It outlives the request that began it: the requests waiting on the
-	// lock need it done, and with thousands of sessions it takes a while,
-	// so a client that gave up would leave the next to start it again.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rebuildTimeout)
-	defer cancel()
+// the lock, or a rebuild failed meanwhile (its error is this call's too:
+// each waiter trying again in turn would hold the last for the sum of
+// their tries). A request's rebuild (detach) outlives the request: the
+// requests waiting on the lock need it done, and with thousands of
+// sessions it takes a while, so a client that gave up would leave the
+// next to start again. It ends after rebuildTimeout, or with Close.
+func (s *Service) rebuildDenylist(ctx context.Context, detach bool) error {
+	asked := time.Now()
+	select {
+	case s.rebuilding <- struct{}{}:
+		defer func() { <-s.rebuilding }()
+	case <-ctx.Done():
+		return ctx.Err() // gave up while waiting
+	}
+	if s.rebuildErr != nil && s.rebuiltAt.After(asked) {
+		return s.rebuildErr
+	}
+	if detach {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), rebuildTimeout)
+		defer cancel()
+		defer context.AfterFunc(s.life, cancel)()
+	}
 	if _, err := kv.Shared(s.kv).Get(ctx, denyEpochKey); err == nil {
 		return nil
 	}
 	now := s.now()
 	n, err := s.denyRevokedSince(ctx, now, now.Add(-s.denyWindow()))
 	if err != nil {
+		s.rebuildErr, s.rebuiltAt = err, time.Now()
+		return err
+	}
+	if err := s.kv.Set(ctx, denyEpochKey, []byte(now.Format(time.RFC3339)), 0); err != nil {
+		s.rebuildErr, s.rebuiltAt = err, time.Now()
 		return err
 	}
 	s.log.InfoContext(ctx, "access-token denylist rebuilt from the database", "revoked_sessions", n)
-	return s.kv.Set(ctx, denyEpochKey, []byte(now.Format(time.RFC3339)), 0)
+	return nil
 }
 
-// rebuildTimeout bounds a denylist rebuild.
-const rebuildTimeout = time.Minute
+// rebuildTimeout bounds a denylist rebuild begun by a request, which for
+// tens of thousands of revoked sessions takes seconds.
+const rebuildTimeout = 20 * time.Second
 
 // denyWindow is how long after a session's revocation its denial is kept:
 // past the exp of every access token issued in it.
@@ -757,7 +786,7 @@ const reassertWindow = time.Minute
 // for up to 30 s; a missing marker rebuilds the whole denylist instead.
 func (s *Service) ReassertDenials(ctx context.Context, all bool) error {
 	if _, err := kv.Shared(s.kv).Get(ctx, denyEpochKey); errors.Is(err, kv.ErrNotFound) {
-		return s.rebuildDenylist(ctx)
+		return s.rebuildDenylist(ctx, false)
 	} else if err != nil {
 		return err
 	}
