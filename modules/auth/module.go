@@ -117,7 +117,7 @@ func (m *Module) Routes() []httpx.Route {
 		{Method: http.MethodPost, Path: "/v1/auth/switch-tenant", Summary: "A token pair for another of the caller's tenants", Tags: tags,
 			Description: "refresh_token is the current refresh token of the caller's session (in cookie mode, send the cookie and " +
 				"X-CSRF-Token instead; the answer then stays in cookie mode): 401 invalid_refresh_token otherwise, and " +
-				"401 refresh_token_reused, ending the sign-in, for a rotated one past the grace window. The new " +
+				"401 refresh_token_reused, ending the sign-in, for a rotated one outside the tenant's grace. The new " +
 				"session belongs to the same sign-in: logout, a refresh token's reuse and a session's revocation end them all.",
 			Auth: httpx.Authenticated, Audit: "auth.switch_tenant", In: SwitchTenantRequest{}, Out: Pair{}, Handle: m.switchTenant},
 		{Method: http.MethodPost, Path: "/v1/oauth/introspect", Summary: "RFC 7662 token introspection for services", Tags: []string{"oauth"},

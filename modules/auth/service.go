@@ -989,13 +989,14 @@ func (s *Service) SwitchTenant(ctx context.Context, id *httpx.Identity, slug, re
 		return Pair{}, err
 	}
 	if rt.UsedAt != nil {
-		// Rotated: past the grace window in which a refresh may race
-		// this switch, its coming back is a reuse, as at refresh.
+		// Rotated: its coming back is a reuse, as at refresh, unless the
+		// tenant's grace for a refresh racing this switch still holds.
 		from, err := s.tenants.TenantByID(ctx, origin.TenantID)
 		if err != nil {
 			return Pair{}, err
 		}
-		if rt.UsedAt.Before(s.now().Add(-from.RefreshGraceWindow)) {
+		if from.RefreshGraceUses == 0 || rt.GraceUses >= from.RefreshGraceUses ||
+			rt.UsedAt.Before(s.now().Add(-from.RefreshGraceWindow)) {
 			return Pair{}, s.reused(ctx, origin)
 		}
 		return Pair{}, ErrInvalidRefresh
