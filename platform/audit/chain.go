@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"time"
 
 	"gatehouse/platform/db"
@@ -42,7 +43,9 @@ const verifyPage = 1000
 // hash. Checked in that order, a repeated position or a broken link is
 // ReasonInserted, a skipped position ReasonMissing, and a hash that no
 // longer matches ReasonChanged; the reason is the likeliest cause, the seq
-// is exact.
+// is exact. Retention may prune a chain while it is walked: a skipped
+// position the chain's anchor has since moved past is no break, and the
+// walk goes on from the new anchor.
 //
 // Hashes are not keyed: someone who can write the table and knows this
 // format can append well-formed events to the end of a chain, or delete
@@ -96,8 +99,27 @@ func verifyChain(ctx context.Context, d *db.DB, tenant string) (*Break, error) {
 		if err := q.Order("seq, id").Limit(verifyPage).Find(&page).Error; err != nil {
 			return nil, fmt.Errorf("read audit chain: %w", err)
 		}
+		moved := false
 		for i := range page {
 			r := &page[i]
+			if r.Seq > seq+1 {
+				// Retention (Prune, on any instance) may have deleted the
+				// rows since the anchor was read: they are gone then, not
+				// missing, and the anchor has moved to at least the
+				// first of them. The walk goes on from the new anchor,
+				// re-reading from there, as this page may hold rows that
+				// were pruned after it was read.
+				aSeq, aHash, err := anchor(ctx, d, tenant)
+				if err != nil {
+					return nil, err
+				}
+				if aSeq > seq {
+					seq, prev = aSeq, aHash
+					afterSeq, afterID = aSeq, ""
+					moved = true
+					break
+				}
+			}
 			switch {
 			case r.Seq <= seq:
 				return &Break{Tenant: tenant, Seq: r.Seq, ID: r.ID, Reason: ReasonInserted}, nil
@@ -109,6 +131,9 @@ func verifyChain(ctx context.Context, d *db.DB, tenant string) (*Break, error) {
 				return &Break{Tenant: tenant, Seq: r.Seq, ID: r.ID, Reason: ReasonChanged}, nil
 			}
 			seq, prev = r.Seq, r.Hash
+		}
+		if moved {
+			continue
 		}
 		if len(page) < verifyPage {
 			return nil, nil
@@ -210,21 +235,32 @@ func pruneChain(ctx context.Context, d *db.DB, tenant string, olderThan time.Tim
 	return n, nil
 }
 
-// StartRetention starts a goroutine that, every period, prunes the events
-// older than maxAge (Prune) and logs what it did. It stops when ctx ends;
-// the returned channel is closed then, so shutdown can wait for it before
-// closing the database. A period of 0 or less means an hour.
+// StartRetention starts a goroutine that prunes the events older than
+// maxAge (Prune) and logs what it did: first soon after start, then every
+// period. It stops when ctx ends; the returned channel is closed then, so
+// shutdown can wait for it before closing the database. A period of 0 or
+// less means an hour.
 func StartRetention(ctx context.Context, d *db.DB, every, maxAge time.Duration, log *slog.Logger) <-chan struct{} {
 	if every <= 0 {
 		every = time.Hour
 	}
+	// Waiting a whole period first, an instance restarted more often than
+	// that (deployed, rescheduled, scaled) would never prune. The first
+	// prune comes within a minute instead, at a random moment so that
+	// instances started together do not all prune at once, and never later
+	// than a period.
+	return startRetention(ctx, d, rand.N(min(every, time.Minute)), every, maxAge, log)
+}
+
+// startRetention is StartRetention with its first prune after first.
+func startRetention(ctx context.Context, d *db.DB, first, every, maxAge time.Duration, log *slog.Logger) <-chan struct{} {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(every)
+		t := time.NewTimer(first)
 		defer t.Stop()
 		for {
 			select {
@@ -239,6 +275,7 @@ func StartRetention(ctx context.Context, d *db.DB, every, maxAge time.Duration, 
 			case n > 0:
 				log.Info("audit events pruned", "deleted", n, "max_age", maxAge.String())
 			}
+			t.Reset(every)
 		}
 	}()
 	return done

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"gatehouse/platform/db"
 	"gatehouse/platform/testenv"
 )
@@ -69,6 +71,8 @@ func suite(t *testing.T, newConfig func(t *testing.T) db.Config) {
 		{"TamperInsert", testTamperInsert},
 		{"Prune", testPrune},
 		{"Retention", testRetention},
+		{"RetentionPrunesSoonAfterStart", testRetentionSoonAfterStart},
+		{"VerifyDuringPrune", testVerifyDuringPrune},
 		{"CancelledContextStops", testCancelledStops},
 		{"MasksSecrets", testMasking},
 		{"ClientTextIsStoredCleaned", testClientText},
@@ -539,5 +543,107 @@ func testRetention(t *testing.T, e *env) {
 	<-done
 	if bs := e.verify(); len(bs) != 0 {
 		t.Errorf("Verify: %+v", bs)
+	}
+}
+
+// testRetentionSoonAfterStart: an instance that never lives a whole
+// audit.prune_interval (redeployed, rescheduled, scaled down every few
+// minutes) must still prune, or its events outlive audit.retention for
+// good. Here the interval is an hour and the instance lives seconds.
+func testRetentionSoonAfterStart(t *testing.T, e *env) {
+	evs := events("r", "r", 3)
+	for i := range evs {
+		evs[i].Time = time.Now().Add(-3 * time.Hour)
+	}
+	e.write(evs...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := startRetention(ctx, e.db, 10*time.Millisecond, time.Hour, time.Hour, nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for e.count("tenant_id = 'r'") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("events 2h past audit.retention are still stored 5s after start: no prune before the first prune_interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
+
+// testVerifyDuringPrune: `gatehouse audit verify` walks a chain page by
+// page while another instance's retention prunes its start. Nothing was
+// tampered with, so verify must not report the pruned rows as missing:
+// here one prune commits after verify's first page, and a second one after
+// its second page, which then holds rows already gone.
+func testVerifyDuringPrune(t *testing.T, e *env) {
+	now := time.Now().UTC()
+	evs := events("v", "v", verifyPage+500)
+	for i := range evs {
+		switch {
+		case i < verifyPage+200:
+			evs[i].Time = now.Add(-48 * time.Hour).Add(time.Duration(i) * time.Millisecond)
+		case i < verifyPage+300:
+			evs[i].Time = now.Add(-36 * time.Hour)
+		default:
+			evs[i].Time = now.Add(-time.Minute)
+		}
+	}
+	e.write(evs...)
+	if bs := e.verify(); len(bs) != 0 {
+		t.Fatalf("Verify before pruning: %+v", bs)
+	}
+	other := e.open() // another instance, running its retention
+	cutoffs := []time.Time{now.Add(-40 * time.Hour), now.Add(-24 * time.Hour)}
+	var pruned []int64
+	err := e.db.Conn(context.Background()).Callback().Query().After("gorm:query").Register("test:prune",
+		func(tx *gorm.DB) {
+			if tx.Statement.Table != "audit_events" || len(pruned) == len(cutoffs) {
+				return
+			}
+			n, err := Prune(context.Background(), other, cutoffs[len(pruned)])
+			if err != nil {
+				t.Errorf("Prune: %v", err)
+			}
+			pruned = append(pruned, n)
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := Verify(context.Background(), e.db, nil)
+	e.db.Conn(context.Background()).Callback().Query().Remove("test:prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pruned) != 2 || pruned[0] != verifyPage+200 || pruned[1] != 100 {
+		t.Fatalf("the prunes during Verify deleted %v events, want [%d 100]", pruned, verifyPage+200)
+	}
+	if len(bs) != 0 {
+		t.Errorf("Verify of an untouched chain while retention pruned it = %+v, want no break", bs)
+	}
+	// A row deleted past the anchor is still missing.
+	rs := e.rows("v")
+	e.exec("DELETE FROM audit_events WHERE id = ?", rs[50].ID)
+	wantBreak(e, Break{Tenant: "v", Seq: rs[50].Seq, ID: rs[51].ID, Reason: ReasonMissing})
+}
+
+// An event recorded after Close is dropped; the operator must see that in
+// the log, with its action, as for every other drop, but never its
+// metadata.
+func TestDropAfterCloseIsLogged(t *testing.T) {
+	var logs syncBuffer
+	w := NewWriter(nil, WriterConfig{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.Record(context.Background(), Event{TenantID: "t", Action: "auth.password_change", Outcome: Success,
+		Metadata: map[string]any{"note": "s3cret-value"}})
+	if w.Dropped() != 1 {
+		t.Fatalf("Dropped() = %d, want 1", w.Dropped())
+	}
+	out := logs.String()
+	if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "action=auth.password_change") {
+		t.Errorf("an event dropped after Close was not logged as an error with its action; log:\n%s", out)
+	}
+	if strings.Contains(out, "s3cret-value") {
+		t.Errorf("the drop's log line carries metadata:\n%s", out)
 	}
 }

@@ -34,7 +34,7 @@ type WriterConfig struct {
 	BatchSize    int           // events written per transaction, at most; 500
 	Interval     time.Duration // longest an event waits for its batch to fill; 200ms
 	Overflow     string        // OverflowBlock (default) or OverflowDrop
-	BlockTimeout time.Duration // how long OverflowBlock waits; 50ms
+	BlockTimeout time.Duration // how long OverflowBlock waits; 50ms (never waiting is OverflowDrop)
 }
 
 func (c WriterConfig) withDefaults() WriterConfig {
@@ -124,8 +124,8 @@ func newWriter(d *db.DB, cfg WriterConfig, log *slog.Logger) *Writer {
 // Metadata are masked (Mask) before it is written. The caller must not
 // change e.Metadata afterwards. Record never fails: an event that finds
 // the queue full past the overflow policy, or that comes after Close, is
-// dropped and counted in Dropped; the first kind are also logged, in one
-// line at most every refusedLogEvery.
+// dropped and counted in Dropped, and logged: the first kind in one line
+// at most every refusedLogEvery, the second one line each, with its action.
 func (w *Writer) Record(ctx context.Context, e Event) {
 	Complete(ctx, &e)
 	// Metadata is masked by the writer goroutine (prepare), not here: the
@@ -133,7 +133,11 @@ func (w *Writer) Record(ctx context.Context, e Event) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
+		// Rare (a straggler at shutdown, or a bug), so each is logged:
+		// its action says what went unrecorded. Never its metadata, which
+		// is not masked yet.
 		w.dropped.Add(1)
+		w.log.Error("audit event dropped: recorded after the writer was closed", "action", e.Action)
 		return
 	}
 	select {

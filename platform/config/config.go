@@ -396,6 +396,7 @@ func (c Config) Validate() error {
 		{"http.write_timeout", c.HTTP.WriteTimeout}, {"http.idle_timeout", c.HTTP.IdleTimeout},
 		{"http.shutdown_timeout", c.HTTP.ShutdownTimeout}, {"database.connect_timeout", c.Database.ConnectTimeout},
 		{"health.timeout", c.Health.Timeout}, {"audit.shutdown_timeout", c.Audit.ShutdownTimeout},
+		{"audit.flush_interval", c.Audit.FlushInterval}, {"audit.prune_interval", c.Audit.PruneInterval},
 	} {
 		if d.d <= 0 {
 			return bad(d.name, "must be a positive duration, got %s", d.d)
@@ -452,11 +453,21 @@ func (c Config) Validate() error {
 	if c.Metrics.Token != "" && len(c.Metrics.Token) < 16 {
 		return bad("metrics.token", "must have at least 16 characters")
 	}
-	if a := c.Audit; a.QueueSize < 1 || a.BatchSize < 1 || a.FlushInterval <= 0 || a.BlockTimeout < 0 || a.Retention < 0 || a.PruneInterval <= 0 {
-		return bad("audit", "queue_size and batch_size must be at least 1; flush_interval and prune_interval positive; retention and block_timeout not negative")
-	}
-	if o := c.Audit.Overflow; o != "block" && o != "drop" {
-		return bad("audit.overflow", "must be block or drop, got %q", o)
+	switch a := c.Audit; {
+	case a.QueueSize < 1 || a.QueueSize > MaxAuditQueueSize:
+		return bad("audit.queue_size", "must be from 1 to %d, got %d", MaxAuditQueueSize, a.QueueSize)
+	case a.BatchSize < 1 || a.BatchSize > MaxAuditBatchSize:
+		return bad("audit.batch_size", "must be from 1 to %d, got %d", MaxAuditBatchSize, a.BatchSize)
+	case a.Retention < 0:
+		return bad("audit.retention", "must not be negative (0 keeps events forever), got %s", a.Retention)
+	case a.Overflow != "block" && a.Overflow != "drop":
+		return bad("audit.overflow", "must be block or drop, got %q", a.Overflow)
+	case a.BlockTimeout < 0:
+		return bad("audit.block_timeout", "must not be negative, got %s", a.BlockTimeout)
+	case a.BlockTimeout == 0 && a.Overflow == "block":
+		// Not "drop at once": that is overflow drop, and the writer takes a
+		// zero wait as its default.
+		return bad("audit.block_timeout", "must be positive with audit.overflow block (for no wait, set audit.overflow to drop), got 0s")
 	}
 	if err := c.RateLimit.validate(); err != nil {
 		return err
@@ -468,9 +479,18 @@ func (c Config) Validate() error {
 		}
 		// A range that wide takes in clients, who could then name their
 		// own address (and rate-limit key) in the header.
-		if ones, bits := 0, 0; n != nil {
-			if ones, bits = n.Mask.Size(); ones < bits/4 {
-				return bad("http.trusted_proxies", "%q is too wide to be proxies: at most /%d", p, bits/4)
+		if n != nil {
+			ones, bits := n.Mask.Size()
+			least := bits / 4
+			// An IPv4-mapped range (::ffff:a.b.c.d/n) holds IPv4 addresses:
+			// net.IPNet.Contains matches IPv4 clients against it as
+			// a.b.c.d/(n-96), so ::ffff:0.0.0.0/96 is every one of them.
+			// It is held to the IPv4 limit, /8, in its own notation.
+			if n.IP.To4() != nil && bits == 128 {
+				least = 96 + 32/4
+			}
+			if ones < least {
+				return bad("http.trusted_proxies", "%q is too wide to be proxies: at most /%d", p, least)
 			}
 		}
 	}
@@ -490,6 +510,14 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// The largest audit.queue_size and audit.batch_size accepted. The writer
+// allocates both at start, about 200 bytes an event: a bigger queue would
+// take more memory than it can be worth, or make start-up panic.
+const (
+	MaxAuditQueueSize = 1_000_000
+	MaxAuditBatchSize = 10_000
+)
 
 // MinBcryptCost is the lowest bcrypt cost accepted: below it a stolen hash
 // is too cheap to attack.

@@ -133,6 +133,21 @@ func TestInvalid(t *testing.T) {
 		// Clients in such a range could name their own address.
 		{"every address a proxy", "http:\n  trusted_proxies: [\"0.0.0.0/0\"]\n", nil, `http.trusted_proxies: "0.0.0.0/0" is too wide to be proxies: at most /8`},
 		{"half the addresses proxies", "http:\n  trusted_proxies: [\"10.0.0.1\", \"::/1\"]\n", nil, `"::/1" is too wide to be proxies: at most /32`},
+		// In IPv4-mapped notation the range holds IPv4 addresses: this one
+		// all of them (net.IPNet.Contains reads it as 0.0.0.0/0), so every
+		// client could name its own address.
+		{"every IPv4 address a proxy, IPv4-mapped", "http:\n  trusted_proxies: [\"::ffff:0.0.0.0/96\"]\n", nil,
+			`http.trusted_proxies: "::ffff:0.0.0.0/96" is too wide to be proxies: at most /104`},
+		{"an IPv4 /9 a proxy, IPv4-mapped", "", map[string]string{"GATEHOUSE_HTTP_TRUSTED_PROXIES": "::ffff:10.0.0.0/105, ::ffff:10.0.0.0/103"},
+			`"::ffff:10.0.0.0/103" is too wide to be proxies: at most /104`},
+		// The writer waited 50ms for 0: block needs a wait, drop is no wait.
+		{"block for no time", "audit:\n  block_timeout: 0s\n", nil, "audit.block_timeout: must be positive with audit.overflow block"},
+		{"negative block time", "", map[string]string{"GATEHOUSE_AUDIT_BLOCK_TIMEOUT": "-1s", "GATEHOUSE_AUDIT_OVERFLOW": "drop"}, "audit.block_timeout: must not be negative"},
+		// Sizes that big made start-up panic (makechan: size out of range)
+		// or allocate gigabytes, instead of this one line.
+		{"huge audit queue", "", map[string]string{"GATEHOUSE_AUDIT_QUEUE_SIZE": "100000000000000"}, "audit.queue_size: must be from 1 to 1000000, got 100000000000000"},
+		{"no audit queue", "audit:\n  queue_size: 0\n", nil, "audit.queue_size: must be from 1 to 1000000, got 0"},
+		{"huge audit batch", "", map[string]string{"GATEHOUSE_AUDIT_BATCH_SIZE": "10001"}, "audit.batch_size: must be from 1 to 10000, got 10001"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -145,6 +160,19 @@ func TestInvalid(t *testing.T) {
 				t.Errorf("error %q: want one line containing %q", msg, c.want)
 			}
 		})
+	}
+}
+
+// Sizes and waits at their limits are accepted, and block_timeout 0 is
+// fine where nothing waits (overflow drop).
+func TestAuditLimits(t *testing.T) {
+	_, err := Load(writeFile(t, "audit:\n  queue_size: 1000000\n  batch_size: 10000\n  overflow: drop\n  block_timeout: 0s\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(writeFile(t, "http:\n  trusted_proxies: [\"::ffff:10.0.0.0/104\", \"10.0.0.0/8\", \"2001:db8::/32\"]\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
