@@ -111,7 +111,6 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	if err != nil {
 		return nil, err
 	}
-	limits.RecordRefusals(events)
 	warnIfEvicting(ctx, store, log)
 	shared, err := mirrorHotKeys(ctx, store, log)
 	if err != nil {
@@ -172,8 +171,11 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	if err := observe(ctx, met, cfg, conn, store, limits, authn.Service()); err != nil {
 		return nil, err
 	}
-	// Every 403 is an audit event (tenant mismatches are recorded by the
-	// tenant step with more detail); every 5xx is counted.
+	// Every 403 and every invalid proxied path is an access.denied audit
+	// event (tenant mismatches are recorded by the tenant step with more
+	// detail), which events counts in gatehouse_access_denied_total; the
+	// other refusals for identity or permission (every 401, tenant
+	// mismatches) are counted there directly. Every 5xx is counted.
 	observeErrors := func(c echo.Context, status int, code string) {
 		if status >= 500 {
 			met.ErrorEvent(status)
@@ -185,6 +187,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 				e.Actor, e.TenantID = audit.User(id.UserID), id.TenantID
 			}
 			events.Record(audit.RequestContext(c), e)
+		} else if status == http.StatusUnauthorized || status == http.StatusForbidden {
+			met.AccessDenied(code)
 		}
 	}
 	mirror, _ := shared.(*kv.Mirror)
@@ -238,7 +242,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 				return c.JSONBlob(http.StatusOK, spec)
 			}})
 	}
+	// Refusals are reported from here on, by a goroutine Close stops.
+	limits.RecordRefusals(events)
 	if err := ap.Reload(); err != nil {
+		limits.Close()
 		limiter.Close()
 		return nil, err
 	}
@@ -360,7 +367,7 @@ func (a *app) Close() error {
 		a.gateway.Close()
 	}
 	a.reloadMu.Unlock()
-	a.limits.Flush(context.Background())
+	a.limits.Close() // stops the refusal flusher, reports the current minute
 	if a.mirror != nil {
 		a.mirror.Close()
 	}

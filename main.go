@@ -177,18 +177,17 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 	return errUsage
 }
 
-// probe asks the server listening on this host's configured port for
+// probe asks the server listening on this host's configured address for
 // /health: the container HEALTHCHECK, where the image has no curl.
 func probe(ctx context.Context, cfg config.Config, stdout io.Writer) error {
-	_, port, _ := net.SplitHostPort(cfg.HTTP.Addr) // validated by config
 	scheme, client := "http", &http.Client{Timeout: 3 * time.Second}
 	if cfg.HTTP.TLSCertFile != "" {
-		// The certificate names the public host, not 127.0.0.1; this asks
-		// our own process over loopback and sends nothing secret.
+		// The certificate names the public host, not the address asked;
+		// this asks our own process on this host and sends nothing secret.
 		scheme = "https"
 		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://127.0.0.1:"+port+"/health", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+probeAddr(cfg.HTTP.Addr)+"/health", nil)
 	if err != nil {
 		return err
 	}
@@ -202,6 +201,17 @@ func probe(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
+}
+
+// probeAddr is where the probe finds a server listening on addr: the host
+// addr binds, or loopback when it binds every interface (no host, 0.0.0.0,
+// ::). A server bound to one address (a pod IP, ::1) is not on 127.0.0.1.
+func probeAddr(addr string) string {
+	host, port, _ := net.SplitHostPort(addr) // validated by config
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func versionLine() string {
@@ -352,6 +362,17 @@ func rotateKeys(ctx context.Context, cfg config.Config, stdout, stderr io.Writer
 		return fmt.Errorf("keys rotate: audit: %w", err)
 	}
 	fmt.Fprintf(stdout, "new signing key %s is active\n", kid)
+	return unaudited("keys rotate", w)
+}
+
+// unaudited fails a one-shot command whose change was made but whose audit
+// event the writer dropped (the database refused it; the log above says
+// why): the change stands, and the exit status tells the operator or script
+// that the audit log does not show it.
+func unaudited(command string, w *audit.Writer) error {
+	if n := w.Dropped(); n > 0 {
+		return fmt.Errorf("%s: the change was made, but its audit event was not written (%d dropped)", command, n)
+	}
 	return nil
 }
 
@@ -376,7 +397,13 @@ func superAdmin(ctx context.Context, cfg config.Config, on bool, email string, s
 	}
 	// Close writes the change's audit event; one it cannot write fails
 	// the command.
-	defer func() { err = errors.Join(err, a.Close()) }()
+	defer func() {
+		if cerr := a.Close(); err != nil || cerr != nil {
+			err = errors.Join(err, cerr)
+			return
+		}
+		err = unaudited("admin super-admin", a.audit)
+	}()
 	u, err := a.auth.Service().UserByEmail(ctx, email)
 	if err != nil {
 		return fmt.Errorf("no account %q: register it first", email)

@@ -474,6 +474,43 @@ func TestSlotOrder(t *testing.T) {
 	}
 }
 
+// The metrics step sees a request the body limit refuses (413) and one no
+// route matches (404, 405), the latter under the one route "unmatched" and
+// a bounded method: a flood of either used to show nowhere on the
+// dashboard.
+func TestMetricsStepSeesRefusedAndUnmatched(t *testing.T) {
+	var seen []string
+	step := func(r Route) echo.MiddlewareFunc {
+		return func(next echo.HandlerFunc) echo.HandlerFunc {
+			return func(c echo.Context) error {
+				if err := next(c); err != nil {
+					c.Error(err)
+				}
+				seen = append(seen, r.Method+" "+r.Path+" "+strconv.Itoa(c.Response().Status))
+				return nil
+			}
+		}
+	}
+	s := New(Options{Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 10, Slots: Slots{Metrics: step}})
+	if err := s.Mount(Route{Method: "POST", Path: "/items/{id}", Auth: Public, Status: 204,
+		Handle: func(c echo.Context) error { return c.NoContent(204) }}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ method, path, body, want string }{
+		{"POST", "/items/1", "small", "POST /items/{id} 204"},
+		{"POST", "/items/1", "more than ten bytes", "POST /items/{id} 413"},
+		{"GET", "/nowhere/42", "", "GET unmatched 404"},
+		{"DELETE", "/items/1", "", "DELETE unmatched 405"},
+		{"FROB", "/items/1", "", "other unmatched 405"},
+	} {
+		seen = nil
+		s.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(c.method, c.path, strings.NewReader(c.body)))
+		if len(seen) != 1 || seen[0] != c.want {
+			t.Errorf("%s %s: the metrics step saw %q, want %q", c.method, c.path, seen, c.want)
+		}
+	}
+}
+
 func TestDocumentIsValidOpenAPI(t *testing.T) {
 	routes := append(testRoutes(), Route{Method: "GET", Path: "/api/things/*", Summary: "Proxied", Auth: Public,
 		Handle: func(c echo.Context) error { return nil }}, Route{Method: "DELETE", Path: "/v1/orders/{id}", Summary: "Delete an order",

@@ -35,7 +35,13 @@ func (s *Server) front(next echo.HandlerFunc) echo.HandlerFunc {
 		// gateway's, when an upstream fails mid-body) panics past recover,
 		// and still gets its line.
 		defer s.accessLog(c, start)
-		if err := s.recover(c, next); err != nil {
+		// A route counts its requests in its own metrics step (Mount); a
+		// request no route matches is counted here.
+		h := next
+		if mw := s.unmatchedStep(c); mw != nil {
+			h = mw(next)
+		}
+		if err := s.recover(c, h); err != nil {
 			c.Error(err)
 		}
 		return nil

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -56,6 +57,12 @@ type Server struct {
 	logh   slog.Handler // the access log writes to the handler directly (Lossy if async)
 	opts   Options
 	routes []Route
+	// mounted holds the method and Echo path of every route, to tell the
+	// requests no route matches (answered 404 or 405 by the router).
+	mounted map[[2]string]struct{}
+	// unmatched holds the metrics step of those requests, by method
+	// (unmatchedMethod), made on first use.
+	unmatched sync.Map
 	// hsts is the Strict-Transport-Security value (nil: never sent). It
 	// goes on TLS responses, and on all of them when the public URL is
 	// https, since TLS then ends at a proxy in front.
@@ -72,7 +79,7 @@ func New(opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{echo: echo.New(), log: opts.Logger, logh: opts.Logger.Handler(), opts: opts,
-		httpsPublic: strings.HasPrefix(opts.PublicURL, "https://")}
+		mounted: map[[2]string]struct{}{}, httpsPublic: strings.HasPrefix(opts.PublicURL, "https://")}
 	if a, ok := s.logh.(*AsyncHandler); ok {
 		// The access log may drop lines rather than wait for a full
 		// queue; the server's other lines may not.
@@ -110,8 +117,8 @@ func (s *Server) Echo() *echo.Echo { return s.echo }
 func (s *Server) Routes() []Route { return s.routes }
 
 // Mount checks each route and serves it behind the route-level steps of the
-// chain: body limit, then the slots in order. A route that needs identity
-// cannot be mounted while the authenticate slot is empty.
+// chain: metrics, body limit, then the other slots in order. A route that
+// needs identity cannot be mounted while the authenticate slot is empty.
 func (s *Server) Mount(routes ...Route) error {
 	for _, r := range routes {
 		if err := r.check(); err != nil {
@@ -130,12 +137,20 @@ func (s *Server) Mount(routes ...Route) error {
 			limit = s.opts.MaxBodyBytes
 		}
 		sl := s.opts.Slots
-		mws := []echo.MiddlewareFunc{bodyLimit(limit)}
+		// Metrics come first, so that a request the body limit refuses
+		// (413) is counted like any other.
+		var mws []echo.MiddlewareFunc
+		if sl.Metrics != nil {
+			if mw := sl.Metrics(r); mw != nil {
+				mws = append(mws, mw)
+			}
+		}
+		mws = append(mws, bodyLimit(limit))
 		steps := []struct {
 			slot     Slot
 			identity bool // skipped by public routes
 		}{
-			{sl.Metrics, false}, {sl.IPLimit, false}, {sl.Authenticate, true}, {sl.Tenant, true},
+			{sl.IPLimit, false}, {sl.Authenticate, true}, {sl.Tenant, true},
 			{sl.UserLimit, true}, {sl.Authorize, true}, {sl.Audit, false},
 		}
 		for _, st := range steps {
@@ -154,8 +169,46 @@ func (s *Server) Mount(routes ...Route) error {
 		}
 		s.echo.Add(r.Method, r.echoPath(), h)
 		s.routes = append(s.routes, r)
+		s.mounted[[2]string{r.Method, r.echoPath()}] = struct{}{}
 	}
 	return nil
+}
+
+// UnmatchedRoute is the route template metrics give the requests no route
+// matches: one bounded label, never the path requested.
+const UnmatchedRoute = "unmatched"
+
+// unmatchedStep returns the metrics step for a request no route matches,
+// or nil if it was matched or there are no metrics.
+func (s *Server) unmatchedStep(c echo.Context) echo.MiddlewareFunc {
+	if s.opts.Slots.Metrics == nil {
+		return nil
+	}
+	method := c.Request().Method
+	if _, ok := s.mounted[[2]string{method, c.Path()}]; ok {
+		return nil
+	}
+	method = unmatchedMethod(method)
+	if mw, ok := s.unmatched.Load(method); ok {
+		return mw.(echo.MiddlewareFunc)
+	}
+	mw := s.opts.Slots.Metrics(Route{Method: method, Path: UnmatchedRoute, Status: http.StatusNotFound})
+	if mw == nil {
+		mw = func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	got, _ := s.unmatched.LoadOrStore(method, mw)
+	return got.(echo.MiddlewareFunc)
+}
+
+// unmatchedMethod bounds the method label of unmatched requests: a client
+// may send any token as a method.
+func unmatchedMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 // bodyLimit refuses bodies over n bytes: at once when Content-Length says so,

@@ -65,11 +65,13 @@ var loginFailureReasons = []string{
 
 // deniedCodes are the values the code label of gatehouse_access_denied_total
 // takes; any other code is counted as "other". They are the error codes of
-// 401 and 403 answers.
+// 401 and 403 answers, and invalid_path (a 400 for a path the gateway will
+// not forward, audited as a denial).
 var deniedCodes = []string{
-	"unauthenticated", "invalid_token", "forbidden", "escalation", "system_role",
-	"tenant_mismatch", "tenant_suspended", "not_a_member", "csrf_failed",
-	"login_method_not_allowed",
+	"unauthenticated", "invalid_token", "invalid_credentials", "invalid_refresh_token", "refresh_token_reused",
+	"invalid_client", "forbidden", "forbidden_tenant", "escalation", "system_role", "tenant_mismatch",
+	"tenant_suspended", "not_a_member", "invalid_current_password", "csrf_failed", "login_method_not_allowed",
+	"invalid_path",
 }
 
 // upstreamOutcomes are the values the outcome label of
@@ -124,6 +126,14 @@ func (m *Metrics) ErrorEvent(status int) {
 	if status >= 500 && status <= 599 {
 		m.errorEvents.Inc()
 	}
+}
+
+// AccessDenied counts a refusal with error code code in
+// gatehouse_access_denied_total (a known code, else "other"), for refusals
+// that are not recorded as an access.denied audit event, which Recorder
+// counts.
+func (m *Metrics) AccessDenied(code string) {
+	pick(m.accessDenied, code).Inc()
 }
 
 // RateLimits exposes the decisions of each policy as

@@ -86,50 +86,120 @@ type Enforcer struct {
 
 // refusals aggregates refused requests per policy, key and minute: one
 // audit event per key and minute, never one per refused request, so a
-// flood cannot flood the audit log too.
+// flood cannot flood the audit log too. A minute's events are written by a
+// goroutine of their own shortly after the minute ends, never inside a
+// request: a request's context would stamp them with its IP, user agent
+// and request id, and a minute would wait for the next refusal to be
+// written at all.
 type refusals struct {
 	events audit.Recorder
+	every  time.Duration // how often ended minutes are written; refusalFlushEvery
 	mu     sync.Mutex
-	minute int64
-	counts map[[2]string]int
+	counts map[refusalKey]*refused
+	stop   chan struct{} // closed by Close; nil until RecordRefusals
+	done   chan struct{} // closed when the flushing goroutine has returned
+	once   sync.Once
+}
+
+// refusalFlushEvery is how often the minutes that have ended are written:
+// a minute's refusals reach the audit log within this of its end.
+const refusalFlushEvery = 10 * time.Second
+
+type refusalKey struct {
+	minute      int64
+	policy, key string
+}
+
+// refused is one key's refusals in a minute, and the address of the first
+// of them (the key of a user- or email-keyed policy does not name it).
+type refused struct {
+	n  int
+	ip string
 }
 
 // RecordRefusals makes the Enforcer report refusals to events, aggregated
-// per policy, key and minute. Call Flush at shutdown for the last minute.
-func (e *Enforcer) RecordRefusals(events audit.Recorder) { e.refusals.events = events }
+// per policy, key and minute, each minute's shortly after it ends. Call
+// Close at shutdown to stop that and report the current minute.
+func (e *Enforcer) RecordRefusals(events audit.Recorder) {
+	r := &e.refusals
+	r.events = events
+	if r.stop != nil {
+		return // already flushing
+	}
+	if r.every <= 0 {
+		r.every = refusalFlushEvery
+	}
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	go r.run()
+}
 
+// Close stops reporting refusals and reports those not yet reported, the
+// current minute's included. It may be called more than once.
+func (e *Enforcer) Close() {
+	r := &e.refusals
+	if r.stop != nil {
+		r.once.Do(func() { close(r.stop) })
+		<-r.done
+	}
+	r.flush(math.MaxInt64)
+}
+
+func (r *refusals) run() {
+	defer close(r.done)
+	tick := time.NewTicker(r.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case now := <-tick.C:
+			r.flush(now.Unix() / 60)
+		}
+	}
+}
+
+// add counts a refusal at now. ctx is the refused request's: only its
+// client address is kept.
 func (r *refusals) add(ctx context.Context, policy, key string, now time.Time) {
 	if r.events == nil {
 		return
 	}
-	minute := now.Unix() / 60
+	k := refusalKey{now.Unix() / 60, policy, key}
 	r.mu.Lock()
-	var done map[[2]string]int
-	var doneMinute int64
-	if minute != r.minute {
-		done, doneMinute = r.counts, r.minute
-		r.counts, r.minute = map[[2]string]int{}, minute
+	defer r.mu.Unlock()
+	if c := r.counts[k]; c != nil {
+		c.n++
+		return
 	}
-	r.counts[[2]string{policy, key}]++
-	r.mu.Unlock()
-	r.emit(ctx, done, doneMinute)
+	var from audit.Event
+	audit.Complete(ctx, &from) // the only way to read the request's address
+	if r.counts == nil {
+		r.counts = map[refusalKey]*refused{}
+	}
+	r.counts[k] = &refused{n: 1, ip: from.IP}
 }
 
-// Flush reports the refusals of the current minute.
-func (e *Enforcer) Flush(ctx context.Context) {
-	r := &e.refusals
+// flush reports the refusals of the minutes before the one given.
+func (r *refusals) flush(before int64) {
 	r.mu.Lock()
-	done, minute := r.counts, r.minute
-	r.counts = map[[2]string]int{}
+	var done map[refusalKey]*refused
+	for k, c := range r.counts {
+		if k.minute < before {
+			if done == nil {
+				done = map[refusalKey]*refused{}
+			}
+			done[k] = c
+			delete(r.counts, k)
+		}
+	}
 	r.mu.Unlock()
-	r.emit(ctx, done, minute)
-}
-
-func (r *refusals) emit(ctx context.Context, counts map[[2]string]int, minute int64) {
-	for k, n := range counts {
+	// No request's context: the events name no request, and the IP is the
+	// first refused request's, set here.
+	ctx := context.Background()
+	for k, c := range done {
 		r.events.Record(ctx, audit.Event{Action: "ratelimit.refused", Outcome: audit.Failure,
-			Actor: audit.Actor{Type: "anonymous", ID: maskKey(k[1])}, ResourceType: "rate_limit_policy", ResourceID: k[0],
-			Metadata: map[string]any{"refused": n, "minute": time.Unix(minute*60, 0).UTC().Format(time.RFC3339)}})
+			Actor: audit.Actor{Type: "anonymous", ID: maskKey(k.key)}, ResourceType: "rate_limit_policy", ResourceID: k.policy,
+			IP: c.ip, Metadata: map[string]any{"refused": c.n, "minute": time.Unix(k.minute*60, 0).UTC().Format(time.RFC3339)}})
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,7 +112,7 @@ func TestLongEmailKeys(t *testing.T) {
 	if c := login("1" + long); c != http.StatusTooManyRequests {
 		t.Fatalf("the same long email again: %d, want 429", c)
 	}
-	e.Flush(context.Background())
+	e.Close()
 	if len(rec.events) != 1 {
 		t.Fatalf("%d refusal events, want 1", len(rec.events))
 	}
@@ -183,7 +185,7 @@ func TestRefusalsAggregated(t *testing.T) {
 	}
 	e.Check(ctx, "otp", "bob@example.com")
 	e.Check(ctx, "otp", "bob@example.com")
-	e.Flush(ctx)
+	e.Close()
 	if len(rec.events) != 2 {
 		t.Fatalf("%d events for 50 refusals of two keys, want 2: %+v", len(rec.events), rec.events)
 	}
@@ -196,6 +198,75 @@ func TestRefusalsAggregated(t *testing.T) {
 	}
 	if got["a***@example.com"] != 49 || got["b***@example.com"] != 1 {
 		t.Errorf("refusals per masked key: %v", got)
+	}
+}
+
+// completing records events as audit.Writer does: completed (IP, user
+// agent, request id) from the context Record is given.
+type completing struct {
+	mu  sync.Mutex
+	got []audit.Event
+}
+
+func (c *completing) Record(ctx context.Context, e audit.Event) {
+	audit.Complete(ctx, &e)
+	c.mu.Lock()
+	c.got = append(c.got, e)
+	c.mu.Unlock()
+}
+
+func (c *completing) events() []audit.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.got)
+}
+
+// A minute's ratelimit.refused event names no request but the first one
+// refused: the audit log must not show an attacker's refusals with the IP,
+// user agent and request id of a bystander whose request happened to come
+// next, as it did when the event was written inside that request.
+func TestRefusalEventsNameNoOtherRequest(t *testing.T) {
+	rec := &completing{}
+	r := &refusals{events: rec}
+	t0 := time.Unix(1_800_000_000, 0).Truncate(time.Minute)
+	attacker := audit.WithRequest(context.Background(), audit.Request{IP: "203.0.113.66", UserAgent: "hydra", RequestID: "req-attacker"})
+	bystander := audit.WithRequest(context.Background(), audit.Request{IP: "198.51.100.7", UserAgent: "Mozilla/5.0", RequestID: "req-bystander"})
+	r.add(attacker, "login", "203.0.113.66|victim@example.com", t0.Add(10*time.Second))
+	r.add(attacker, "login", "203.0.113.66|victim@example.com", t0.Add(20*time.Second))
+	r.add(bystander, "login", "198.51.100.7|alice@example.com", t0.Add(70*time.Second)) // the next minute
+	r.flush(t0.Add(70*time.Second).Unix() / 60)                                         // what the ticker does then
+	got := rec.events()
+	if len(got) != 1 {
+		t.Fatalf("events = %+v, want the first minute's one", got)
+	}
+	e := got[0]
+	if e.IP != "203.0.113.66" || e.UserAgent != "" || e.RequestID != "" || e.Metadata["refused"] != 2 {
+		t.Errorf("the attacker's refusals recorded with ip %q, user agent %q, request id %q, count %v; "+
+			"want the attacker's IP, no user agent or request id, count 2", e.IP, e.UserAgent, e.RequestID, e.Metadata["refused"])
+	}
+}
+
+// A minute's refusals are written soon after it ends even if nothing else
+// is refused: they used to wait for the next refusal, which might come
+// hours later, or never before a crash lost them.
+func TestRefusalsWrittenAfterTheirMinute(t *testing.T) {
+	m := NewMemory(nil)
+	defer m.Close()
+	e, err := NewEnforcer(m, nil, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &completing{}
+	e.refusals.every = 10 * time.Millisecond // the ticker's period, shortened
+	e.RecordRefusals(rec)
+	defer e.Close()
+	e.refusals.add(context.Background(), "otp", "alice@example.com", time.Now().Add(-time.Minute)) // a minute that has ended
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.events()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := rec.events(); len(got) != 1 || got[0].Actor.ID != "a***@example.com" || got[0].Metadata["refused"] != 1 {
+		t.Fatalf("events written with no later refusal: %+v, want the ended minute's one", got)
 	}
 }
 
