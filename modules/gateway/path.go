@@ -153,8 +153,8 @@ func skeleton(p string) string {
 			return -1
 		}
 		// A letter whose other case is ASCII is read as that letter by
-		// stacks that compare paths in either case: .NET's
-		// OrdinalIgnoreCase reads "ı" as "I", and "İ" as "i".
+		// stacks that compare paths in either case: Java's
+		// equalsIgnoreCase reads "ı" as "I", and "İ" as "i".
 		if u := unicode.ToUpper(r); r >= utf8.RuneSelf && u < utf8.RuneSelf {
 			return u
 		}
