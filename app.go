@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/redis/go-redis/v9"
 
 	"gatehouse/configs"
 	"gatehouse/modules/auth"
@@ -485,17 +484,13 @@ func newLimits(cfg config.Config, log *slog.Logger, store kv.Store) (limiterClos
 	}
 	var limiter limiterCloser
 	if r, ok := store.(*kv.Redis); ok {
-		// Through go-redis's autopipeliner: the decisions of concurrent
-		// requests go out in one write and come back in one read, about
-		// three times the decisions per CPU second of a round trip each
-		// (ratelimit BenchmarkRedisParallel). The client closes it.
-		ap, err := r.Client().AutoPipeline()
+		// Through go-redis's deferred autopipeliner: the decisions of
+		// concurrent requests share one write and one read, and each waits
+		// for its reply only until ratelimit.timeout (the blocking one
+		// ignores a caller's deadline). The client closes it.
+		rl, err := ratelimit.NewRedisPipelined(r.Client(), cfg.Redis.Prefix, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("redis.url: %w", err)
-		}
-		rl := ratelimit.NewRedis(ap, cfg.Redis.Prefix, nil)
-		if _, cluster := r.Client().(*redis.ClusterClient); cluster {
-			rl.OnCluster()
 		}
 		limiter = nopClose{rl}
 	} else {
@@ -504,6 +499,12 @@ func newLimits(cfg config.Config, log *slog.Logger, store kv.Store) (limiterClos
 	limits := &planLimits{}
 	enf, err := ratelimit.NewEnforcer(limiter, rules, cfg.RateLimit.Anonymous, cfg.RateLimit.Authenticated,
 		func(ctx context.Context, tenantID string) int { return limits.plan(ctx, tenantID) }, log)
+	if err == nil {
+		err = enf.SetTimeout(cfg.RateLimit.Timeout)
+	}
+	if err == nil {
+		err = enf.SetIPv6Prefix(cfg.RateLimit.IPv6Prefix)
+	}
 	if err != nil {
 		limiter.Close()
 		return nil, nil, fmt.Errorf("ratelimit: %w", err)

@@ -91,6 +91,14 @@ type RateLimit struct {
 	Authenticated []string `yaml:"authenticated"`
 	// Plans multiply the limits of tenant-keyed policies by a tenant's plan.
 	Plans map[string]int `yaml:"plans"`
+	// Timeout bounds each decision: a Redis that accepts connections but
+	// never answers must not hold every request for seconds before the
+	// policies' on_error applies.
+	Timeout time.Duration `yaml:"timeout"`
+	// IPv6Prefix is the prefix length an IPv6 client is counted by: an end
+	// site is given a /56 or a /48 (RFC 6177), and each of its addresses
+	// or /64s counted apart would multiply its allowance.
+	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
 // Policy is one rate-limit policy.
@@ -233,6 +241,8 @@ func Default() Config {
 			Anonymous:     []string{"api-anonymous"},
 			Authenticated: []string{"api-user", "api-tenant"},
 			Plans:         map[string]int{"default": 1, "pro": 5, "enterprise": 20},
+			Timeout:       250 * time.Millisecond,
+			IPv6Prefix:    56,
 		},
 		Auth: Auth{
 			Audience:          "gatehouse",
@@ -595,10 +605,10 @@ func (r RateLimit) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("ratelimit.%s", fmt.Sprintf(format, args...))
 	}
-	names := map[string]bool{}
+	keys := map[string]string{} // policy name: key
 	for i, p := range r.Policies {
 		switch {
-		case p.Name == "" || names[p.Name]:
+		case p.Name == "" || keys[p.Name] != "":
 			return bad("policies[%d].name: must be set and unique, got %q", i, p.Name)
 		case p.Algorithm != "token_bucket" && p.Algorithm != "sliding_window":
 			return bad("policies[%d] (%s).algorithm: must be token_bucket or sliding_window, got %q", i, p.Name, p.Algorithm)
@@ -613,14 +623,27 @@ func (r RateLimit) validate() error {
 		case p.OnError != "allow" && p.OnError != "deny":
 			return bad("policies[%d] (%s).on_error: must be allow or deny, got %q", i, p.Name, p.OnError)
 		}
-		names[p.Name] = true
+		keys[p.Name] = p.Key
 	}
 	for _, list := range [][]string{r.Anonymous, r.Authenticated} {
 		for _, n := range list {
-			if !names[n] {
+			if keys[n] == "" {
 				return bad("anonymous/authenticated: no policy named %q", n)
 			}
 		}
+	}
+	// Public routes have no user or tenant: such a policy among their
+	// defaults would never be decided, and they would be unlimited.
+	for _, n := range r.Anonymous {
+		if k := keys[n]; k == "user" || k == "tenant" || k == "user+route" {
+			return bad("anonymous: the policy %q is keyed by %s, and a public route has none: use a policy keyed by ip, ip+route, ip+email or email", n, k)
+		}
+	}
+	if r.Timeout < time.Millisecond || r.Timeout > 10*time.Second {
+		return bad("timeout: must be from 1ms to 10s, got %s", r.Timeout)
+	}
+	if r.IPv6Prefix < 32 || r.IPv6Prefix > 64 {
+		return bad("ipv6_prefix: must be from 32 to 64, got %d", r.IPv6Prefix)
 	}
 	if _, ok := r.Plans["default"]; !ok {
 		return bad("plans: must define the plan \"default\"")

@@ -148,6 +148,16 @@ func TestInvalid(t *testing.T) {
 		{"huge audit queue", "", map[string]string{"GATEHOUSE_AUDIT_QUEUE_SIZE": "100000000000000"}, "audit.queue_size: must be from 1 to 1000000, got 100000000000000"},
 		{"no audit queue", "audit:\n  queue_size: 0\n", nil, "audit.queue_size: must be from 1 to 1000000, got 0"},
 		{"huge audit batch", "", map[string]string{"GATEHOUSE_AUDIT_BATCH_SIZE": "10001"}, "audit.batch_size: must be from 1 to 10000, got 10001"},
+		// Public routes have no user: such a default limited nothing, and
+		// every public route was silently unlimited.
+		{"anonymous keyed by user", "", map[string]string{"GATEHOUSE_RATELIMIT_ANONYMOUS": "api-anonymous,api-user"},
+			`ratelimit.anonymous: the policy "api-user" is keyed by user, and a public route has none`},
+		{"anonymous keyed by tenant", "ratelimit:\n  anonymous: [api-tenant]\n", nil, `ratelimit.anonymous: the policy "api-tenant" is keyed by tenant`},
+		// A limiter that never answers held each request for seconds.
+		{"no rate-limit timeout", "", map[string]string{"GATEHOUSE_RATELIMIT_TIMEOUT": "0s"}, "ratelimit.timeout: must be from 1ms to 10s, got 0s"},
+		{"rate-limit timeout too long", "ratelimit:\n  timeout: 30s\n", nil, "ratelimit.timeout: must be from 1ms to 10s, got 30s"},
+		{"IPv6 prefix too long", "", map[string]string{"GATEHOUSE_RATELIMIT_IPV6_PREFIX": "128"}, "ratelimit.ipv6_prefix: must be from 32 to 64, got 128"},
+		{"IPv6 prefix too short", "ratelimit:\n  ipv6_prefix: 16\n", nil, "ratelimit.ipv6_prefix: must be from 32 to 64, got 16"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -180,5 +190,23 @@ func TestNamedFileMustExist(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), env(nil))
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Fatalf("missing named file: err %v", err)
+	}
+}
+
+// The rate limiter's timeout and IPv6 prefix are read from the file and
+// the environment like every setting, their bounds included.
+func TestRateLimitSettings(t *testing.T) {
+	cfg, err := Load(writeFile(t, "ratelimit:\n  timeout: 1ms\n  ipv6_prefix: 32\n"), env(nil))
+	if err != nil || cfg.RateLimit.Timeout != time.Millisecond || cfg.RateLimit.IPv6Prefix != 32 {
+		t.Fatalf("file: err %v, timeout %s, ipv6_prefix %d", err, cfg.RateLimit.Timeout, cfg.RateLimit.IPv6Prefix)
+	}
+	cfg, err = Load("", env(map[string]string{"GATEHOUSE_RATELIMIT_TIMEOUT": "10s", "GATEHOUSE_RATELIMIT_IPV6_PREFIX": "64"}))
+	if err != nil || cfg.RateLimit.Timeout != 10*time.Second || cfg.RateLimit.IPv6Prefix != 64 {
+		t.Fatalf("env: err %v, timeout %s, ipv6_prefix %d", err, cfg.RateLimit.Timeout, cfg.RateLimit.IPv6Prefix)
+	}
+	// ip+route and email policies are fine defaults for public routes.
+	cfg, err = Load(writeFile(t, "ratelimit:\n  anonymous: [api-anonymous, register, otp]\n"), env(nil))
+	if err != nil {
+		t.Fatalf("anonymous keyed by ip and email: %v", err)
 	}
 }

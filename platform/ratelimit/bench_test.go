@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"gatehouse/platform/testenv"
 )
 
@@ -122,15 +120,13 @@ func BenchmarkRedisParallel(b *testing.B) {
 			c := newClient(b, url)
 			prefix := "bench:" + testenv.Random(6) + ":"
 			b.Cleanup(func() { testenv.DeleteKeys(b, c, prefix) })
-			var s redis.Scripter = c
+			r := NewRedis(c, prefix, nil)
 			if auto {
-				ap, err := c.AutoPipeline()
-				if err != nil {
+				var err error
+				if r, err = NewRedisPipelined(c, prefix, nil); err != nil { // as app.go does
 					b.Fatal(err)
 				}
-				s = ap
 			}
-			r := NewRedis(s, prefix, nil)
 			if _, err := r.Allow(ctx, p, "warm-up"); err != nil {
 				b.Fatal(err)
 			}

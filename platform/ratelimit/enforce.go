@@ -80,9 +80,36 @@ type Enforcer struct {
 	plan          func(ctx context.Context, tenantID string) int
 	log           *slog.Logger
 	counts        map[string]*Counts
-	down          atomic.Bool // an outage is logged once, and so is the end of it
 	refusals      refusals
+
+	// timeout bounds each decision; 0 for the in-process limiter, which
+	// never waits and is spared the timer.
+	timeout  time.Duration
+	ipv6Bits int // the prefix an IPv6 client is counted by
+
+	// An outage is logged once, and so is its end: once the limiter has
+	// answered without an error for quiet since its last error. With one
+	// Cluster node down, some decisions fail and others do not, and the
+	// end of the outage must not be logged between each two of them.
+	down    atomic.Bool
+	lastErr atomic.Int64 // Unix nanoseconds of the last error
+	quiet   time.Duration
 }
+
+// Defaults of the settings an Enforcer has beyond its rules.
+const (
+	// DefaultTimeout bounds a decision (ratelimit.timeout): a round trip
+	// to Redis takes well under a millisecond, and a request held longer
+	// by a Redis that never answers is an outage.
+	DefaultTimeout = 250 * time.Millisecond
+	// DefaultIPv6Prefix is the prefix an IPv6 client is counted by
+	// (ratelimit.ipv6_prefix): the /56 RFC 6177 expects end sites such as
+	// a home subscriber to get; some get a /48.
+	DefaultIPv6Prefix = 56
+	// recoveredAfter is how long the limiter must answer without an error
+	// before the end of an outage is logged.
+	recoveredAfter = 10 * time.Second
+)
 
 // refusals aggregates refused requests per policy, key and minute: one
 // audit event per key and minute, never one per refused request, so a
@@ -216,11 +243,17 @@ func maskKey(key string) string {
 
 // NewEnforcer returns an Enforcer. anonymous and authenticated name the
 // rules every public and every authenticated route gets on top of its own;
-// plan gives the factor of a tenant's plan (nil: 1).
+// anonymous ones must be keyed by address or email, since a public route
+// has no user. plan gives the factor of a tenant's plan (nil: 1). Each
+// decision waits at most DefaultTimeout (SetTimeout), and IPv6 clients are
+// counted by their DefaultIPv6Prefix (SetIPv6Prefix).
 func NewEnforcer(l Limiter, rules []Rule, anonymous, authenticated []string,
 	plan func(ctx context.Context, tenantID string) int, log *slog.Logger) (*Enforcer, error) {
 	e := &Enforcer{limiter: l, rules: map[string]Rule{}, anonymous: anonymous, authenticated: authenticated,
-		plan: plan, log: log, counts: map[string]*Counts{}}
+		plan: plan, log: log, counts: map[string]*Counts{}, ipv6Bits: DefaultIPv6Prefix, quiet: recoveredAfter}
+	if _, local := l.(*Memory); !local {
+		e.timeout = DefaultTimeout
+	}
 	for _, r := range rules {
 		if err := r.Validate(); err != nil {
 			return nil, err
@@ -228,7 +261,37 @@ func NewEnforcer(l Limiter, rules []Rule, anonymous, authenticated []string,
 		e.rules[r.Name] = r
 		e.counts[r.Name] = &Counts{}
 	}
+	// Public routes have no user slot: such a default would never be
+	// decided, and every public route would be unlimited.
+	for _, n := range anonymous {
+		if r, ok := e.rules[n]; ok && !r.before() {
+			return nil, fmt.Errorf("ratelimit.anonymous: the policy %q is keyed by %s, and a public route has none: use a policy keyed by ip, ip+route, ip+email or email", n, r.Key)
+		}
+	}
 	return e, nil
+}
+
+// SetTimeout bounds each decision to d: past it, the rule's on_error
+// applies, as when the backend is down. The in-process limiter never
+// waits, and its decisions are left unbounded. Call it before serving.
+func (e *Enforcer) SetTimeout(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("ratelimit: the timeout must be positive, got %s", d)
+	}
+	if _, local := e.limiter.(*Memory); !local {
+		e.timeout = d
+	}
+	return nil
+}
+
+// SetIPv6Prefix makes the Enforcer count an IPv6 client by its first bits
+// bits, from 32 to 64. Call it before serving.
+func (e *Enforcer) SetIPv6Prefix(bits int) error {
+	if bits < 32 || bits > 64 {
+		return fmt.Errorf("ratelimit: the IPv6 prefix must be from 32 to 64 bits, got %d", bits)
+	}
+	e.ipv6Bits = bits
+	return nil
 }
 
 // Counts returns the decision counts of a policy, or nil.
@@ -308,13 +371,29 @@ func (e *Enforcer) slot(rules []Rule) echo.MiddlewareFunc {
 					tightest = d
 				}
 			}
-			setHeaders(c.Response().Header(), *tightest)
+			h := c.Response().Header()
 			if !tightest.Allowed {
+				setHeaders(h, *tightest)
 				return Exceeded{Wait: tightest.RetryAfter}
+			}
+			if !tighterSet(h, tightest.Remaining) {
+				setHeaders(h, *tightest)
 			}
 			return next(c)
 		}
 	}
+}
+
+// tighterSet reports whether h already shows a decision with at most
+// remaining requests left: the IP slot's, when the user slot decides after
+// it. The headers show the tightest policy of both slots, not the last.
+func tighterSet(h http.Header, remaining int) bool {
+	v := h["Ratelimit-Remaining"]
+	if len(v) != 1 {
+		return false
+	}
+	n, err := strconv.Atoi(v[0])
+	return err == nil && n <= max(remaining, 0)
 }
 
 // Check decides one request under the named policy for key, for limits a
@@ -344,7 +423,9 @@ func (e *Enforcer) decideAll(ctx context.Context, rules []Rule, key func(Rule) s
 		k := key(rule)
 		checks[i] = Check{Policy: e.policy(ctx, rule, k), Key: k}
 	}
-	ds, err := e.limiter.AllowSeq(ctx, checks)
+	lctx, cancel := e.bound(ctx)
+	ds, err := e.limiter.AllowSeq(lctx, checks)
+	cancel()
 	if err != nil {
 		// Nothing was decided: each rule's on_error applies, in order.
 		out := make([]Decision, 0, len(rules))
@@ -368,8 +449,21 @@ func (e *Enforcer) decideAll(ctx context.Context, rules []Rule, key func(Rule) s
 // decide asks the limiter about one rule.
 func (e *Enforcer) decide(ctx context.Context, rule Rule, key string) (Decision, error) {
 	c := Check{Policy: e.policy(ctx, rule, key), Key: key}
-	d, err := e.limiter.Allow(ctx, c.Policy, key)
+	lctx, cancel := e.bound(ctx)
+	d, err := e.limiter.Allow(lctx, c.Policy, key)
+	cancel()
 	return e.outcome(ctx, rule, c, d, err)
+}
+
+// bound returns the context a decision is made under: ctx, ending after
+// the timeout. A Redis that accepts connections but never answers would
+// otherwise hold the request for go-redis's read timeout, seconds, before
+// on_error applies.
+func (e *Enforcer) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if e.timeout == 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, e.timeout)
 }
 
 // policy is the rule's policy with the plan factor applied to tenant rules.
@@ -396,15 +490,22 @@ func (r Rule) ForPlan(f int) Policy {
 }
 
 // outcome counts a decision, or applies the rule's choice when the backend
-// failed.
+// failed. ctx is the request's.
 func (e *Enforcer) outcome(ctx context.Context, rule Rule, c Check, d Decision, err error) (Decision, error) {
 	p := c.Policy
 	counts := e.counts[rule.Name]
 	if errors.Is(err, ErrInvalidPolicy) {
 		return Decision{}, err // a configuration bug, not an outage: a 500
 	}
+	if err != nil && ctx.Err() != nil {
+		// The request ended (its client hung up): nothing is wrong with
+		// the limiter, and no one waits for an answer. Not counted nor
+		// logged, or any client could flap the outage log.
+		return Decision{}, fmt.Errorf("ratelimit: %w", ctx.Err())
+	}
 	if err != nil {
 		counts.Errors.Add(1)
+		e.lastErr.Store(time.Now().UnixNano())
 		if e.down.CompareAndSwap(false, true) {
 			e.log.Error("rate limiter unavailable: applying each policy's on_error", "policy", rule.Name, "error", err.Error())
 		}
@@ -413,7 +514,7 @@ func (e *Enforcer) outcome(ctx context.Context, rule Rule, c Check, d Decision, 
 		}
 		return Decision{Allowed: true, Limit: p.Limit, Remaining: p.Limit}, nil
 	}
-	if e.down.CompareAndSwap(true, false) {
+	if e.down.Load() && time.Now().UnixNano()-e.lastErr.Load() >= int64(e.quiet) && e.down.CompareAndSwap(true, false) {
 		e.log.Info("rate limiter available again")
 	}
 	// A burst above the limit can leave more than Limit remaining; the
@@ -432,11 +533,11 @@ func (e *Enforcer) outcome(ctx context.Context, rule Rule, c Check, d Decision, 
 func (e *Enforcer) key(c echo.Context, rule Rule, email string) string {
 	switch rule.Key {
 	case KeyIP:
-		return clientKey(c.RealIP())
+		return clientKey(c.RealIP(), e.ipv6Bits)
 	case KeyIPRoute:
-		return clientKey(c.RealIP()) + "|" + c.Path()
+		return clientKey(c.RealIP(), e.ipv6Bits) + "|" + routeKey(c)
 	case KeyIPEmail:
-		return clientKey(c.RealIP()) + "|" + email
+		return clientKey(c.RealIP(), e.ipv6Bits) + "|" + email
 	case KeyEmail:
 		return email
 	}
@@ -445,16 +546,24 @@ func (e *Enforcer) key(c echo.Context, rule Rule, email string) string {
 	case KeyUser:
 		return id.UserID
 	case KeyUserRoute:
-		return id.UserID + "|" + c.Path()
+		return id.UserID + "|" + routeKey(c)
 	}
 	return id.TenantID // KeyTenant
 }
 
+// routeKey names the route of a request for the +route keys: its template
+// (/v1/orders/:id), and for a proxied route its prefix, which the gateway
+// mounts as two routes, prefix and prefix/*, that must share one count.
+func routeKey(c echo.Context) string {
+	return strings.TrimSuffix(c.Path(), "/*")
+}
+
 // clientKey is the part of a client's address that names the client. An
-// IPv6 client is its /64: one subscriber, one LAN, is given a whole /64
-// (RFC 6177), and keyed by full address it would have 2^64 allowances.
-// An IPv4-mapped address is its IPv4 address.
-func clientKey(ip string) string {
+// IPv6 client is its first bits bits: RFC 6177 has an end site, one home
+// subscriber, given a /56 or a /48, many /64s, and keyed by full address
+// it would have 2^64 allowances. An IPv4-mapped address is its IPv4
+// address.
+func clientKey(ip string, bits int) string {
 	if strings.IndexByte(ip, ':') < 0 {
 		return ip // IPv4, the common case: no parse
 	}
@@ -465,7 +574,7 @@ func clientKey(ip string) string {
 	if a.Is4In6() {
 		return a.Unmap().String()
 	}
-	p, _ := a.WithZone("").Prefix(64)
+	p, _ := a.WithZone("").Prefix(bits)
 	return p.String()
 }
 

@@ -110,7 +110,10 @@ return out
 // an expiry, so idle keys vanish: a token bucket's when it is full again, a
 // sliding window's when its newest request leaves the window.
 type Redis struct {
-	client    redis.Scripter
+	client redis.Scripter
+	// async is client when it is a deferred autopipeliner, whose replies
+	// can be waited for under a context (see run).
+	async     *redis.AutoPipeliner
 	prefix    string
 	now       func() time.Time
 	bucket    *redis.Script
@@ -130,6 +133,12 @@ type Redis struct {
 // NewRedis returns a Limiter keeping its state in c under prefix, reading
 // the time from now, or from time.Now if now is nil. It does not own c: the
 // caller closes it.
+//
+// A decision waits for Redis no longer than its context lasts on a plain
+// client only with go-redis's ContextTimeoutEnabled (else for the client's
+// read timeout), and on a deferred autopipeliner (AsyncAutoPipeline). The
+// blocking autopipeliner (AutoPipeline) runs commands on its own context
+// and ignores the caller's: use NewRedisPipelined.
 func NewRedis(c redis.Scripter, prefix string, now func() time.Time) *Redis {
 	if now == nil {
 		now = time.Now
@@ -137,8 +146,13 @@ func NewRedis(c redis.Scripter, prefix string, now func() time.Time) *Redis {
 	var id [8]byte
 	rand.Read(id[:])
 	_, cluster := c.(*redis.ClusterClient)
+	var async *redis.AutoPipeliner
+	if ap, ok := c.(*redis.AutoPipeliner); ok && !ap.IsBlocking() {
+		async = ap
+	}
 	return &Redis{
 		client:    c,
+		async:     async,
 		cluster:   cluster,
 		prefix:    prefix,
 		now:       now,
@@ -147,6 +161,24 @@ func NewRedis(c redis.Scripter, prefix string, now func() time.Time) *Redis {
 		seqScript: redis.NewScript(seqSource),
 		id:        hex.EncodeToString(id[:]) + ":",
 	}
+}
+
+// NewRedisPipelined returns a Limiter keeping its state in c under prefix,
+// through go-redis's deferred autopipeliner: the decisions of concurrent
+// requests go out in one write and come back in one read (about three
+// times the decisions per CPU second of a round trip each:
+// BenchmarkRedisParallel), and each waits for its reply only as long as
+// its context lasts. The autopipeliner belongs to c, which closes it.
+func NewRedisPipelined(c redis.UniversalClient, prefix string, now func() time.Time) (*Redis, error) {
+	ap, err := c.AsyncAutoPipeline()
+	if err != nil {
+		return nil, err
+	}
+	r := NewRedis(ap, prefix, now)
+	if _, cluster := c.(*redis.ClusterClient); cluster {
+		r.OnCluster()
+	}
+	return r, nil
 }
 
 // OnCluster tells r that c, an autopipeliner say, talks to a Redis Cluster,
@@ -177,7 +209,7 @@ func (r *Redis) Allow(ctx context.Context, p Policy, key string) (Decision, erro
 	now := r.now().UnixMicro()
 
 	if p.Algorithm == TokenBucket {
-		v, err := r.bucket.Run(ctx, r.client, k, now, sp.emission, sp.tolerance).Int64Slice()
+		v, err := r.run(ctx, r.bucket, bucketSource, k, now, sp.emission, sp.tolerance)
 		if err != nil {
 			return Decision{}, fmt.Errorf("ratelimit: redis: %w", err)
 		}
@@ -187,7 +219,7 @@ func (r *Redis) Allow(ctx context.Context, p Policy, key string) (Decision, erro
 		return bucketDecision(p, sp, v[0] == 1, v[1], v[2]), nil
 	}
 	member := r.id + strconv.FormatUint(r.seq.Add(1), 36)
-	v, err := r.window.Run(ctx, r.client, k, now, sp.period, p.Limit, member).Int64Slice()
+	v, err := r.run(ctx, r.window, windowSource, k, now, sp.period, p.Limit, member)
 	if err != nil {
 		return Decision{}, fmt.Errorf("ratelimit: redis: %w", err)
 	}
@@ -222,7 +254,7 @@ func (r *Redis) AllowSeq(ctx context.Context, checks []Check) ([]Decision, error
 			args = append(args, "w", sp.period, c.Policy.Limit, r.id+strconv.FormatUint(r.seq.Add(1), 36))
 		}
 	}
-	v, err := r.seqScript.Run(ctx, r.client, keys, args...).Int64Slice()
+	v, err := r.run(ctx, r.seqScript, seqSource, keys, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: redis: %w", err)
 	}
@@ -239,4 +271,40 @@ func (r *Redis) AllowSeq(ctx context.Context, checks []Check) ([]Decision, error
 		}
 	}
 	return out, nil
+}
+
+// run runs the script s, whose source is src, and returns its numbers. On
+// a deferred autopipeliner it stops waiting for the reply when ctx ends:
+// the command is in a batch with other requests' and is not withdrawn, so
+// Redis may still count the request once it answers. Elsewhere it is
+// go-redis's Script.Run, EVALSHA then EVAL if Redis lacks the script.
+func (r *Redis) run(ctx context.Context, s *redis.Script, src string, keys []string, args ...any) ([]int64, error) {
+	if r.async == nil {
+		return s.Run(ctx, r.client, keys, args...).Int64Slice()
+	}
+	cmd, err := r.submit(ctx, "evalsha", s.Hash(), keys, args)
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		cmd, err = r.submit(ctx, "eval", src, keys, args)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cmd.Int64Slice()
+}
+
+// submit sends EVAL or EVALSHA through the deferred autopipeliner and
+// waits for its reply while ctx lasts.
+func (r *Redis) submit(ctx context.Context, name, script string, keys []string, args []any) (*redis.Cmd, error) {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, name, script, len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	cmd := redis.NewCmd(ctx, a...)
+	cmd.SetFirstKeyPos(3) // a Cluster places it by its first key
+	if err := r.async.Submit(ctx, cmd).WaitContext(ctx); err != nil {
+		return nil, err
+	}
+	return cmd, nil
 }

@@ -2,6 +2,9 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"gatehouse/platform/httpx"
 	"gatehouse/platform/kv"
 	"gatehouse/platform/testenv"
 )
@@ -27,14 +31,16 @@ func TestRedis(t *testing.T) {
 	runRedis(t, b)
 }
 
-// The same contract through go-redis's autopipeliner, as main.go runs it:
-// concurrent decisions share a pipeline, and counts must stay exact.
+// The same contract through go-redis's autopipeliner, as app.go runs it
+// (NewRedisPipelined): concurrent decisions share a pipeline, and counts
+// must stay exact.
 func TestRedisAutoPipeline(t *testing.T) {
 	url := testenv.Need(t, testenv.EnvRedis)
 	t.Parallel()
 	b := newRedisBackend(t, url)
 	b.auto = true
 	runContract(t, b.open)
+	runScriptFlushed(t, b)
 }
 
 func TestRedisClusterAutoPipeline(t *testing.T) {
@@ -43,6 +49,37 @@ func TestRedisClusterAutoPipeline(t *testing.T) {
 	b := newRedisBackend(t, url)
 	b.auto = true
 	runContract(t, b.open)
+	runScriptFlushed(t, b)
+}
+
+// runScriptFlushed checks that decisions go on when Redis has lost the
+// scripts (a restart, SCRIPT FLUSH): EVALSHA's NOSCRIPT is answered by
+// sending the script itself.
+func runScriptFlushed(t *testing.T, b *redisBackend) {
+	t.Run("ScriptFlushed", func(t *testing.T) {
+		r := b.limiter(t, newClock(), "test:"+testenv.Random(6)+":")
+		if err := b.admin.ScriptFlush(t.Context()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []Policy{
+			{Name: "flushed-tb", Algorithm: TokenBucket, Limit: 10, Period: time.Hour},
+			{Name: "flushed-sw", Algorithm: SlidingWindow, Limit: 10, Period: time.Hour},
+		} {
+			if d, err := r.Allow(t.Context(), p, "k"); err != nil || !d.Allowed {
+				t.Errorf("%s after SCRIPT FLUSH: %+v, %v", p.Name, d, err)
+			}
+		}
+		if err := b.admin.ScriptFlush(t.Context()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		ds, err := r.AllowSeq(t.Context(), []Check{
+			{Policy: Policy{Name: "flushed-tb", Algorithm: TokenBucket, Limit: 10, Period: time.Hour}, Key: "{k}"},
+			{Policy: Policy{Name: "flushed-sw", Algorithm: SlidingWindow, Limit: 10, Period: time.Hour}, Key: "{k}"},
+		})
+		if err != nil || len(ds) != 2 || !ds[0].Allowed || !ds[1].Allowed {
+			t.Errorf("AllowSeq after SCRIPT FLUSH: %+v, %v", ds, err)
+		}
+	})
 }
 
 func TestRedisCluster(t *testing.T) {
@@ -81,17 +118,13 @@ func newClient(t testing.TB, url string) redis.UniversalClient {
 }
 
 func (b *redisBackend) limiter(t *testing.T, c *clock, prefix string) *Redis {
-	var s redis.Scripter = newClient(t, b.url)
+	client := newClient(t, b.url)
+	r := NewRedis(client, prefix, c.Now)
 	if b.auto {
-		ap, err := s.(redis.UniversalClient).AutoPipeline()
-		if err != nil {
+		var err error
+		if r, err = NewRedisPipelined(client, prefix, c.Now); err != nil {
 			t.Fatal(err)
 		}
-		s = ap
-	}
-	r := NewRedis(s, prefix, c.Now)
-	if _, cluster := b.admin.(*redis.ClusterClient); cluster && b.auto {
-		r.OnCluster()
 	}
 	// Registered after the client's Close, so it runs before it.
 	t.Cleanup(func() { testenv.DeleteKeys(t, b.admin, prefix) })
@@ -294,4 +327,90 @@ func runRedis(t *testing.T, b *redisBackend) {
 			t.Error("Allow with Redis down: err = nil, want an error")
 		}
 	})
+}
+
+// A Redis that accepts connections and never answers (hung, overloaded,
+// behind a blackholed path) used to hold every rate-limited request until
+// go-redis gave up: 40 s through the autopipeliner while it retried, the
+// read timeout (5 s and more) after; on_error allow did not keep the API
+// up, every request stalled instead. Each decision now waits at most
+// ratelimit.timeout, through the autopipeliner app.go uses, and on_error
+// applies.
+func TestHungRedisDecisionBoundedByTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var conns []net.Conn
+	hungUp := false
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if hungUp {
+				c.Close()
+			} else {
+				conns = append(conns, c)
+				go io.Copy(io.Discard, c) // reads, never answers
+			}
+			mu.Unlock()
+		}
+	}()
+	opt, err := redis.ParseURL("redis://" + ln.Addr().String() + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.MaxRetries = -1 // as kv.NewRedis sets it
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	// Registered after the client's Close, so it runs before it: the
+	// server hangs up, and Close need not wait out the stuck batch.
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		hungUp = true
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	l, err := NewRedisPipelined(c, "hung:", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	e, err := NewEnforcer(l, []Rule{
+		{Key: KeyUser, OnError: "allow", Policy: Policy{Name: "api-user", Algorithm: TokenBucket, Limit: 600, Period: time.Minute}},
+		{Key: KeyTenant, OnError: "allow", Policy: Policy{Name: "api-tenant", Algorithm: TokenBucket, Limit: 6000, Period: time.Minute}},
+		{Key: KeyEmail, OnError: "deny", Policy: Policy{Name: "otp", Algorithm: SlidingWindow, Limit: 3, Period: time.Minute}},
+	}, nil, []string{"api-user", "api-tenant"}, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetTimeout(300 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	// Both ways a decision is made: a slot's rules in one step (AllowSeq),
+	// and a handler's Check (Allow).
+	send := serve(t, e, httpx.Route{Method: "GET", Path: "/x", Auth: httpx.Authenticated})
+	start := time.Now()
+	w := send("/x", "")
+	if took := time.Since(start); w.Code != 204 || took > time.Second {
+		t.Errorf("authenticated request, on_error allow, Redis hung: %d after %s; want 204 within the 300ms timeout", w.Code, took.Round(time.Millisecond))
+	}
+	start = time.Now()
+	err = e.Check(context.Background(), "otp", "alice@example.com")
+	if took := time.Since(start); !errors.Is(err, ErrUnavailable) || took > time.Second {
+		t.Errorf("Check, on_error deny, Redis hung: %v after %s; want ErrUnavailable within the 300ms timeout", err, took.Round(time.Millisecond))
+	}
+	if n := e.Counts("api-user").Errors.Load() + e.Counts("otp").Errors.Load(); n != 2 {
+		t.Errorf("%d limiter errors counted, want 2", n)
+	}
+	if !strings.Contains(logs.String(), "rate limiter unavailable") {
+		t.Errorf("the hung Redis was not logged:\n%s", logs.String())
+	}
 }
