@@ -348,21 +348,18 @@ func (h *usersHold) burst(t *testing.T, app testApp, ctx context.Context, email 
 	}
 }
 
-// loginAudit counts the failed sign-ins and the lockouts in the audit log,
-// once the app is closed (which writes its queue).
-func loginAudit(t *testing.T, app testApp) (failures, locks int64) {
+// failedLogins counts the failed sign-ins in the audit log, once the app
+// is closed (which writes its queue).
+func failedLogins(t *testing.T, app testApp) int64 {
 	t.Helper()
 	if err := app.Close(); err != nil {
 		t.Fatal(err)
 	}
-	conn := app.db.Conn(context.Background())
-	if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&failures).Error; err != nil {
+	var n int64
+	if err := app.db.Conn(context.Background()).Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&n).Error; err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.lockout'").Scan(&locks).Error; err != nil {
-		t.Fatal(err)
-	}
-	return failures, locks
+	return n
 }
 
 // One wrong password while four right sign-ins of the account are under
@@ -397,9 +394,11 @@ func TestOneTypoAmongRightSignInsDoesNotLock(t *testing.T) {
 // four wrong guesses still being checked as the window ends, then a burst,
 // get five checks in all, not four more than the threshold (review: a
 // counter of checks that expired under them let them count below zero).
+// The window is 5 s so that the four failures still count at the burst,
+// however slow a loaded machine makes them.
 func TestChecksUnderWayOutlastTheLockoutWindow(t *testing.T) {
 	t.Parallel()
-	app := newTestApp(t, backends[0], func(c *config.Config) { c.Auth.LockoutDuration = 2 * time.Second })
+	app := newTestApp(t, backends[0], func(c *config.Config) { c.Auth.LockoutDuration = 5 * time.Second })
 	const email = "window@example.com"
 	app.register(t, email, "correct horse battery", "")
 	h := holdUsers(t, app)
@@ -407,15 +406,15 @@ func TestChecksUnderWayOutlastTheLockoutWindow(t *testing.T) {
 	if held != 4 {
 		t.Fatalf("%d of 4 guesses checked", held)
 	}
-	time.Sleep(2300 * time.Millisecond) // the window ends under them
+	time.Sleep(5300 * time.Millisecond) // the window ends under them
 	if got := finish(); got[401] != 4 {
 		t.Fatalf("answers to the 4 guesses: %v, want 4 × 401", got)
 	}
 	held, finish = h.burst(t, app, context.Background(), email, 20)
 	codes := finish()
-	if failures, locks := loginAudit(t, app); held != 1 || failures != 5 || locks != 1 {
-		t.Fatalf("after 4 failures a burst of 20 had %d checked (answers %v); %d failures and %d lockouts audited, want 1, 5 and 1",
-			held, codes, failures, locks)
+	if failures := failedLogins(t, app); held != 1 || failures != 5 {
+		t.Fatalf("after 4 failures a burst of 20 had %d checked (answers %v); %d failures audited, want 1 and 5",
+			held, codes, failures)
 	}
 }
 
@@ -436,11 +435,13 @@ func TestAbandonedChecksBankNoGuesses(t *testing.T) {
 			t.Fatalf("round %d: %d of 40 checked, answers %v; want 5 checked, 35 × 429", round+1, held, codes)
 		}
 	}
+	// All 40 are held or answered before any check ends: the five holds,
+	// not the failures' window, decide how many are checked.
 	held, finish := h.burst(t, app, context.Background(), email, 40)
 	codes := finish()
-	if failures, locks := loginAudit(t, app); held != 5 || failures != 5 || locks != 1 {
-		t.Fatalf("a burst of 40 after abandoned rounds had %d checked (answers %v); %d failures and %d lockouts audited, want 5, 5 and 1",
-			held, codes, failures, locks)
+	if failures := failedLogins(t, app); held != 5 || failures != 5 {
+		t.Fatalf("a burst of 40 after abandoned rounds had %d checked (answers %v); %d failures audited, want 5 and 5",
+			held, codes, failures)
 	}
 }
 
