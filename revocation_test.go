@@ -357,12 +357,26 @@ func TestCloseDoesNotWaitForAStalledRebuild(t *testing.T) {
 	}
 }
 
+// epochReads counts the reads of deny:epoch.
+type epochReads struct {
+	kv.Store
+	n atomic.Int64
+}
+
+func (s *epochReads) Get(ctx context.Context, key string) ([]byte, error) {
+	if key == "deny:epoch" {
+		s.n.Add(1)
+	}
+	return s.Store.Get(ctx, key)
+}
+
 // Requests waiting for a denylist rebuild that fails take its error; they
 // do not each try again in turn, which would hold the last one for the sum
 // of their tries. The next request tries again.
 func TestWaitersShareAFailedRebuild(t *testing.T) {
 	t.Parallel()
-	app := newTestApp(t, backends[0], nil)
+	reads := &epochReads{}
+	app := startAppOn(t, testConfig(t, backends[0]), func(s kv.Store) kv.Store { reads.Store = s; return reads })
 	app.register(t, "waiters@example.com", "correct horse battery", "")
 	tok := app.login(t, "waiters@example.com", "correct horse battery", "").AccessToken
 	armed, ran, release := stallSessions(t, app)
@@ -375,10 +389,16 @@ func TestWaitersShareAFailedRebuild(t *testing.T) {
 	for ran.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
+	// The other two find the marker missing, then wait for the first's
+	// rebuild.
+	before := reads.n.Load()
 	for range 2 {
 		go func() { codes <- app.me(t, tok).Code }()
 	}
-	time.Sleep(300 * time.Millisecond) // they wait for the first's rebuild
+	for reads.n.Load() < before+2 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
 	close(release)
 	for range 3 {
 		if code := <-codes; code == 200 {
