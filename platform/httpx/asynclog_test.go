@@ -1,7 +1,6 @@
 package httpx
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -11,26 +10,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"gatehouse/platform/testenv"
 )
 
-// lockedBuffer is an output that tests may read while the writer goroutine
-// writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type lockedBuffer = testenv.SyncBuffer
 
 // gateWriter blocks every write until open is closed; entered is closed by
 // the first write, so a test knows the writer goroutine is stuck.

@@ -19,6 +19,7 @@ import (
 
 	"gatehouse/platform/audit"
 	"gatehouse/platform/httpx"
+	"gatehouse/platform/testenv"
 )
 
 // A plan factor never turns a sliding window into an invalid policy, and
@@ -575,20 +576,4 @@ func TestRouteKeysAreTheTemplate(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.SyncBuffer
