@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
 
 	"gatehouse/configs"
 	"gatehouse/modules/auth"
@@ -106,7 +107,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, conn *db.D
 	met.Gauge("gatehouse_audit_queue_depth", "Audit events waiting for the writer.", func() float64 { return float64(writer.Queued()) })
 	met.CounterFunc("gatehouse_audit_events_dropped_total", "Audit events lost to a full queue or a failing database.",
 		func() float64 { return float64(writer.Dropped()) })
-	limiter, limits, err := newLimits(cfg, log, store)
+	if r, ok := store.(*kv.Redis); ok {
+		r.Client().AddHook(met.RedisHook())
+	}
+	limiter, limits, err := newLimits(cfg, log, store, met.RedisHook())
 	if err != nil {
 		return nil, err
 	}
@@ -425,9 +429,6 @@ func (a *app) metricsRoutes(cfg config.Metrics) []httpx.Route {
 func observe(ctx context.Context, met *metrics.Metrics, cfg config.Config, conn *db.DB, store kv.Store,
 	limits *planLimits, authn *auth.Service) error {
 	met.DB("main", conn.SQL())
-	if r, ok := store.(*kv.Redis); ok {
-		r.Client().AddHook(met.RedisHook())
-	}
 	names := make([]string, 0, len(cfg.RateLimit.Policies))
 	for _, p := range cfg.RateLimit.Policies {
 		names = append(names, p.Name)
@@ -468,7 +469,7 @@ func observe(ctx context.Context, met *metrics.Metrics, cfg config.Config, conn 
 
 // newLimits returns the rate limiter for the key-value backend (Redis when
 // there is one, else in process) and the enforcer of the configured rules.
-func newLimits(cfg config.Config, log *slog.Logger, store kv.Store) (limiterCloser, *planLimits, error) {
+func newLimits(cfg config.Config, log *slog.Logger, store kv.Store, hooks ...redis.Hook) (limiterCloser, *planLimits, error) {
 	rules := make([]ratelimit.Rule, 0, len(cfg.RateLimit.Policies))
 	for _, p := range cfg.RateLimit.Policies {
 		r := ratelimit.Rule{Key: p.Key, OnError: p.OnError, Policy: ratelimit.Policy{Name: p.Name,
@@ -484,11 +485,11 @@ func newLimits(cfg config.Config, log *slog.Logger, store kv.Store) (limiterClos
 	}
 	var limiter limiterCloser
 	if r, ok := store.(*kv.Redis); ok {
-		// Through go-redis's deferred autopipeliner: the decisions of
-		// concurrent requests share one write and one read, and each waits
-		// for its reply only until ratelimit.timeout (the blocking one
-		// ignores a caller's deadline). The client closes it.
-		rl, err := ratelimit.NewRedisPipelined(r.Client(), cfg.Redis.Prefix, nil)
+		// Through go-redis's autopipeliner: the decisions of concurrent
+		// requests share one write and one read, and none waits for Redis
+		// much past ratelimit.timeout (NewRedisPipelined says how). The
+		// client closes it.
+		rl, err := ratelimit.NewRedisPipelined(r.Client(), cfg.Redis.Prefix, cfg.RateLimit.Timeout, nil, hooks...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("redis.url: %w", err)
 		}

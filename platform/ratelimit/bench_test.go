@@ -123,7 +123,7 @@ func BenchmarkRedisParallel(b *testing.B) {
 			r := NewRedis(c, prefix, nil)
 			if auto {
 				var err error
-				if r, err = NewRedisPipelined(c, prefix, nil); err != nil { // as app.go does
+				if r, err = NewRedisPipelined(c, prefix, DefaultTimeout, nil); err != nil { // as app.go does
 					b.Fatal(err)
 				}
 			}

@@ -122,7 +122,7 @@ func (b *redisBackend) limiter(t *testing.T, c *clock, prefix string) *Redis {
 	r := NewRedis(client, prefix, c.Now)
 	if b.auto {
 		var err error
-		if r, err = NewRedisPipelined(client, prefix, c.Now); err != nil {
+		if r, err = NewRedisPipelined(client, prefix, DefaultTimeout, c.Now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -378,7 +378,7 @@ func TestHungRedisDecisionBoundedByTimeout(t *testing.T) {
 			c.Close()
 		}
 	})
-	l, err := NewRedisPipelined(c, "hung:", nil)
+	l, err := NewRedisPipelined(c, "hung:", 300*time.Millisecond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
