@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"runtime"
@@ -190,16 +187,8 @@ func TestLockoutHoldsUnderABurst(t *testing.T) {
 			}
 			wantStatus(t, app.do(t, req{method: "POST", path: "/v1/auth/login",
 				body: auth.LoginRequest{Email: "burst@example.com", Password: "correct horse battery"}}), 423, "account_locked")
-			if err := app.Close(); err != nil { // writes the audit queue
-				t.Fatal(err)
-			}
-			var checked, locks int64
-			conn := app.db.Conn(context.Background())
-			if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&checked).Error; err != nil || checked != 5 {
-				t.Fatalf("%d failed logins recorded (%v), want the 5 whose password was checked", checked, err)
-			}
-			if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.lockout'").Scan(&locks).Error; err != nil || locks != 1 {
-				t.Fatalf("%d lockouts recorded (%v), want 1", locks, err)
+			if checked, locks := signInAudit(t, app); checked != 5 || locks != 1 {
+				t.Fatalf("%d failed logins and %d lockouts recorded, want the 5 whose password was checked and 1", checked, locks)
 			}
 		})
 	}
@@ -250,32 +239,20 @@ func TestAbandonedChecksDoNotHoldUpSignIns(t *testing.T) {
 			app := newTestApp(t, b, nil)
 			const pw = "correct horse battery"
 			app.register(t, "gone@example.com", pw, "")
-			body, _ := json.Marshal(auth.LoginRequest{Email: "gone@example.com", Password: pw})
 			hold := holdQueries(t, app, "users")
 			for range 5 {
 				ctx, cancel := context.WithCancel(context.Background())
 				rec := hold.during(func() *httpRecorder {
-					hr := httptest.NewRequestWithContext(ctx, "POST", "/v1/auth/login", bytes.NewReader(body))
-					hr.Header.Set("Content-Type", "application/json")
-					rec := httptest.NewRecorder()
-					app.ServeHTTP(rec, hr)
-					return rec
+					return app.do(t, req{method: "POST", path: "/v1/auth/login", ctx: ctx,
+						body: auth.LoginRequest{Email: "gone@example.com", Password: pw}})
 				}, cancel)
 				if strings.Contains(rec.Body.String(), "access_token") {
 					t.Fatalf("a sign-in whose client went away before its account was read answered 200: %s", rec.Body)
 				}
 			}
 			app.login(t, "gone@example.com", pw, "")
-			if err := app.Close(); err != nil { // writes the audit queue
-				t.Fatal(err)
-			}
-			var failures, locks int64
-			conn := app.db.Conn(context.Background())
-			if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&failures).Error; err != nil || failures != 0 {
-				t.Fatalf("%d failed logins recorded (%v), want none", failures, err)
-			}
-			if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.lockout'").Scan(&locks).Error; err != nil || locks != 0 {
-				t.Fatalf("%d lockouts recorded (%v), want none", locks, err)
+			if failures, locks := signInAudit(t, app); failures != 0 || locks != 0 {
+				t.Fatalf("%d failed logins and %d lockouts recorded, want none", failures, locks)
 			}
 		})
 	}
@@ -326,11 +303,8 @@ func (h *usersHold) burst(t *testing.T, app testApp, ctx context.Context, email 
 	codes := make(chan int, n)
 	for i := range n {
 		go func() {
-			body, _ := json.Marshal(auth.LoginRequest{Email: email, Password: "wrong password " + strconv.Itoa(i)})
-			hr := httptest.NewRequestWithContext(ctx, "POST", "/v1/auth/login", bytes.NewReader(body))
-			hr.Header.Set("Content-Type", "application/json")
-			rec := httptest.NewRecorder()
-			app.ServeHTTP(rec, hr)
+			rec := app.do(t, req{method: "POST", path: "/v1/auth/login", ctx: ctx,
+				body: auth.LoginRequest{Email: email, Password: "wrong password " + strconv.Itoa(i)}})
 			answered.Add(1)
 			codes <- rec.Code
 		}()
@@ -348,18 +322,21 @@ func (h *usersHold) burst(t *testing.T, app testApp, ctx context.Context, email 
 	}
 }
 
-// failedLogins counts the failed sign-ins in the audit log, once the app
-// is closed (which writes its queue).
-func failedLogins(t *testing.T, app testApp) int64 {
+// signInAudit counts the failed sign-ins and the lockouts in the audit
+// log, once the app is closed (which writes its queue).
+func signInAudit(t *testing.T, app testApp) (failures, locks int64) {
 	t.Helper()
 	if err := app.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var n int64
-	if err := app.db.Conn(context.Background()).Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&n).Error; err != nil {
+	conn := app.db.Conn(context.Background())
+	if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'").Scan(&failures).Error; err != nil {
 		t.Fatal(err)
 	}
-	return n
+	if err := conn.Raw("SELECT count(*) FROM audit_events WHERE action = 'auth.lockout'").Scan(&locks).Error; err != nil {
+		t.Fatal(err)
+	}
+	return failures, locks
 }
 
 // One wrong password while four right sign-ins of the account are under
@@ -412,7 +389,7 @@ func TestChecksUnderWayOutlastTheLockoutWindow(t *testing.T) {
 	}
 	held, finish = h.burst(t, app, context.Background(), email, 20)
 	codes := finish()
-	if failures := failedLogins(t, app); held != 1 || failures != 5 {
+	if failures, _ := signInAudit(t, app); held != 1 || failures != 5 {
 		t.Fatalf("after 4 failures a burst of 20 had %d checked (answers %v); %d failures audited, want 1 and 5",
 			held, codes, failures)
 	}
@@ -439,7 +416,7 @@ func TestAbandonedChecksBankNoGuesses(t *testing.T) {
 	// not the failures' window, decide how many are checked.
 	held, finish := h.burst(t, app, context.Background(), email, 40)
 	codes := finish()
-	if failures := failedLogins(t, app); held != 5 || failures != 5 {
+	if failures, _ := signInAudit(t, app); held != 5 || failures != 5 {
 		t.Fatalf("a burst of 40 after abandoned rounds had %d checked (answers %v); %d failures audited, want 5 and 5",
 			held, codes, failures)
 	}

@@ -23,6 +23,7 @@ type req struct {
 	bearer       string // access token
 	header       map[string]string
 	cookies      []*http.Cookie
+	ctx          context.Context // the request's; nil: background
 }
 
 func (a testApp) do(t testing.TB, r req) *httptest.ResponseRecorder {
@@ -39,7 +40,10 @@ func (a testApp) do(t testing.TB, r req) *httptest.ResponseRecorder {
 		}
 		body = string(raw)
 	}
-	hr := httptest.NewRequest(r.method, r.path, strings.NewReader(body))
+	if r.ctx == nil {
+		r.ctx = context.Background()
+	}
+	hr := httptest.NewRequestWithContext(r.ctx, r.method, r.path, strings.NewReader(body))
 	if r.body != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -260,11 +259,7 @@ func TestDenylistRebuildOutlivesItsRequest(t *testing.T) {
 			}
 			gone, cancel := context.WithCancel(ctx)
 			holdQueries(t, app, "sessions").during(func() *httpRecorder {
-				hr := httptest.NewRequestWithContext(gone, "GET", "/v1/auth/me", nil)
-				hr.Header.Set("Authorization", "Bearer "+kept)
-				rec := httptest.NewRecorder()
-				app.ServeHTTP(rec, hr)
-				return rec
+				return app.do(t, req{method: "GET", path: "/v1/auth/me", bearer: kept, ctx: gone})
 			}, cancel)
 			for _, key := range []string{"deny:epoch", sid} {
 				if _, err := app.kv.Get(ctx, key); err != nil {
