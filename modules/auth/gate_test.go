@@ -181,18 +181,19 @@ func TestPaddingAfterABurst(t *testing.T) {
 		go func() { defer wg.Done(); _, _ = h.compare(ctx, nil, "guess") }()
 	}
 	wg.Wait()
-	fastest := func(hash []byte) time.Duration {
-		best := time.Hour
-		for range 3 {
-			start := time.Now()
-			if _, err := h.compare(ctx, hash, "wrong password guess"); err != nil {
-				t.Fatal(err)
-			}
-			best = min(best, time.Since(start))
+	took := func(hash []byte) time.Duration {
+		start := time.Now()
+		if _, err := h.compare(ctx, hash, "wrong password guess"); err != nil {
+			t.Fatal(err)
 		}
-		return best
+		return time.Since(start)
 	}
-	known, unknown := fastest(old), fastest(nil)
+	// The fastest of five each, taken in turns, so that a loaded machine's
+	// slow phases (CI runs other packages beside this one) fall on both.
+	known, unknown := time.Hour, time.Hour
+	for range 5 {
+		known, unknown = min(known, took(old)), min(unknown, took(nil))
+	}
 	if known > 2*unknown || 2*known < unknown {
 		t.Errorf("idle again: a wrong password for an account hashed at cost 8 takes %v, an unknown email %v", known, unknown)
 	}
